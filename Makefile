@@ -1,0 +1,51 @@
+# seppo — every entry point of the project. `make help` lists them.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.seppo-installed
+# CPU wheel of torch installed first; GPU users put their CUDA torch into $(VENV) beforehand and it is kept.
+TORCH  ?= torch==2.13.0
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONHASHSEED := 0
+
+.PHONY: help install lib test check demo clean
+
+help:  ## this list
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: $(STAMP)  ## create .venv: torch (CPU wheel unless one is present), then `pip install -e .[dev]`
+
+$(STAMP): settings.ini setup.py pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+lib: $(STAMP)  ## export seppo/ from the notebooks
+	$(BIN)/nbdev_export
+
+test: $(STAMP)  ## run every library notebook and tests/ under pytest
+	$(BIN)/python -m pytest -q tests
+
+check: $(STAMP)  ## fail on unclean notebooks, seppo/ out of sync with nbs/, or lint
+	$(BIN)/nbdev_clean
+	git diff --exit-code --stat -- nbs || { echo "notebooks are not clean: run nbdev_clean and commit"; exit 1; }
+	$(BIN)/nbdev_export
+	test -z "$$(git status --porcelain -- seppo)" || { git status --short -- seppo; echo "seppo/ is out of sync with nbs/: run make lib and commit"; exit 1; }
+	$(BIN)/ruff check seppo tests setup.py
+
+demo: $(STAMP)  ## a few SePPO updates of a tiny random model, with a loss/AAF summary
+	$(BIN)/seppo demo
+
+clean:  ## remove build artefacts (keeps .venv)
+	rm -rf build dist *.egg-info _proc _docs .pytest_cache .ruff_cache
