@@ -6,7 +6,7 @@ import pytest
 from nbdev.test import test_nb as run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-NBS = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+NBS = sorted((ROOT / "nbs").glob("[0-9]*.ipynb")) + [ROOT / "nbs" / "index.ipynb"]
 _cfg = ConfigParser(delimiters=["="])
 _cfg.read(ROOT / "settings.ini")
 SKIP_FLAGS = _cfg["DEFAULT"].get("tst_flags", "").split("|")
@@ -20,3 +20,9 @@ def test_found_notebooks():
 def test_notebook(nb):
     ok, _ = run_notebook(nb, skip_flags=SKIP_FLAGS, showerr=True, basepath=ROOT)
     assert ok, f"{nb.name} failed (traceback above)"
+
+
+def test_base_yaml_is_the_documented_defaults():
+    from seppo.config import defaults_yaml
+    assert (ROOT / "configs" / "base.yaml").read_text() == defaults_yaml(), \
+        "configs/base.yaml is stale: regenerate it with `seppo config --defaults > configs/base.yaml`"
