@@ -193,3 +193,18 @@ def test_two_processes_match_one_with_doubled_batch(tmp_path, data, method):
         assert all(len(set(r["ref_ids_per_process"])) == 1 and len(r["ref_ids_per_process"]) == 2 for r in logs)
         one = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
         assert [r["ref_id"] for r in logs] == [r["ref_id"] for r in one]
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, data):
+    import pandas as pd
+    df = pd.read_parquet(next(Path(data).glob("*.parquet")))
+    df.loc[df.label_0 == 1.0, "jpg_0"] = b"not an image"        # every winner stored in column 0 is corrupt
+    bad = tmp_path / "corrupt.parquet"
+    df.to_parquet(bad)
+    seppo_train("sft", tmp_path / "run", "data_source=pickapic", f"data_path={bad}", "train_max_updates=3",
+                "train_checkpoint_every=0")
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert logs[-1]["data/skipped"] > 0
+    r = seppo_train("sft", tmp_path / "raise", "data_source=pickapic", f"data_path={bad}", "data_on_error=raise",
+                    "train_max_updates=3", check=False)
+    assert r.returncode != 0 and "cannot read image" in r.stderr, r.stderr[-2000:]
