@@ -208,3 +208,15 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, data):
     r = seppo_train("sft", tmp_path / "raise", "data_source=pickapic", f"data_path={bad}", "data_on_error=raise",
                     "train_max_updates=3", check=False)
     assert r.returncode != 0 and "cannot read image" in r.stderr, r.stderr[-2000:]
+
+
+def test_accumulation_cached_latents_and_checkpointing(tmp_path, data):
+    """Gradient accumulation, precomputed VAE latents and gradient checkpointing together, with SePPO."""
+    seppo_train("seppo", tmp_path, "train_grad_accum=2", "data_precompute_latents=true",
+                "train_gradient_checkpointing=true", "train_max_updates=3", "train_checkpoint_every=0", data=data)
+    logs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in logs] == [1, 2, 3] and all(r["loss"] == r["loss"] for r in logs)
+    trained = final_weights(tmp_path)
+    from seppo.models import tiny_components
+    start = tiny_components(0).unet.state_dict()
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
