@@ -16,7 +16,9 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: help install lib test check demo clean
+PROFILE ?= mini
+
+.PHONY: help install lib test check demo smoke reproduce clean
 
 help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +48,12 @@ check: $(STAMP)  ## fail on unclean notebooks, seppo/ out of sync with nbs/, or 
 
 demo: $(STAMP)  ## a few SePPO updates of a tiny random model, with a loss/AAF summary
 	$(BIN)/seppo demo
+
+reproduce: $(STAMP)  ## run the missing or stale runs of PROFILE (default mini), then every report; DRY_RUN=1 only plans and estimates
+	$(BIN)/seppo reproduce --profile $(PROFILE) $(if $(DRY_RUN),--dry-run,)
+
+smoke: $(STAMP)  ## the reproduce pipeline at toy scale (one seed, a few updates) into build/smoke — what CI runs
+	$(BIN)/seppo reproduce --profile smoke
 
 clean:  ## remove build artefacts (keeps .venv)
 	rm -rf build dist *.egg-info _proc _docs .pytest_cache .ruff_cache

@@ -41,6 +41,12 @@ def build_parser()->argparse.ArgumentParser:
     w.add_argument("--images-per-prompt", type=int, default=8, help="eval: samples per prompt")
     w.add_argument("--seed", type=int, default=1, help="eval: evaluation noise seed")
     w.add_argument("--output", help="eval: write the summary and per-image scores next to this metrics.json path")
+    r = sub.add_parser("reproduce", help="run the missing or stale experiment runs of a profile, then its reports")
+    r.add_argument("--profile", default="mini", help="configs/profiles/NAME.yaml (mini, smoke, paper) or a YAML path")
+    r.add_argument("--dry-run", action="store_true", help="check configs and paths, print the planned runs and their cost")
+    r.add_argument("--only", action="append", default=[], metavar="EXPERIMENT", help="restrict to an experiment; repeat")
+    r.add_argument("--no-reports", action="store_true", help="do not execute the report notebooks")
+    r.add_argument("--root", default=".", help="the project root (configs/, nbs/)")
     d = sub.add_parser("demo", help="a few SePPO updates of a tiny random model, with a loss/AAF summary")
     d.add_argument("--updates", type=int, default=12)
     d.add_argument("--output-dir", default=None)
@@ -77,6 +83,10 @@ def main(argv=None)->int:
             import yaml
             sys.stdout.write(yaml.safe_dump(_cfg(args), sort_keys=False)); return 0
         if args.command == "world": return _world(args)
+        if args.command == "reproduce":
+            from seppo.reproduce import reproduce
+            return reproduce(args.profile, args.root, dry_run=args.dry_run, only=args.only or None,
+                             reports=not args.no_reports, log=lambda m: print(m, flush=True))
         if args.command == "evaluate":
             from seppo.evaluate import evaluate_main
             return evaluate_main(args)

@@ -84,10 +84,22 @@ OPTIONS:list[Option] = [
     _O("sample_eta", 0.0, float, "DDIM η of reference sampling (0: deterministic)."),
     # the benchmark world (model_path: world, data_source: world)
     _O("world_cache_dir", "cache/world", str, "Where the world's base model and pairs are cached, keyed by their configs' hash."),
-    _O("world_base_steps", 1200, int, "Pretraining updates of the world's base model (batch 32)."),
+    _O("world_base_steps", 1400, int, "Pretraining updates of the world's base model (batch 32, ≈ 8 minutes on 2 CPU cores)."),
     _O("world_pairs_per_prompt", 8, int, "Preference pairs generated per training prompt of the world (the Pick-a-Pic analogue)."),
     _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws."),
     _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators)."),
+    # experiments (seppo reproduce): what a run evaluates after training
+    _O("run_train", True, bool, "Train before evaluating; false evaluates the starting model as is (the base-model row of a table)."),
+    _O("eval_images_per_prompt", 8, int, "Benchmark world: images per prompt and split, with the same noise for every model."),
+    _O("eval_seed", 1, int, "Evaluation noise seed (not a training seed): every model of a profile sees the same prompts and noise."),
+    _O("eval_num_steps", 20, int, "Denoising steps of evaluation samples (world: DDIM; paper: the protocol's 50 unless set)."),
+    _O("eval_guidance_scale", 3.0, float, "Classifier-free guidance of evaluation samples (world: 3; the paper's protocol uses 7.5)."),
+    _O("eval_curve_every", 0, int, "Also evaluate every N-th update's checkpoint on the training prompts (curves along training); 0: only the final model."),
+    _O("eval_curve_images_per_prompt", 1, int, "Images per training prompt at each curve point."),
+    _O("eval_grid_prompts", 8, int, "Prompts in a run's sample grid (half from each split), one fixed seed each."),
+    _O("eval_prompts", None, str, "Paper profile: prompt sets as NAME=PATH separated by `;` (Pick-a-Pic validation parquet, PartiPrompts.tsv, HPSv2 json dir).", nullable=True),
+    _O("eval_scorers", None, str, "Paper profile: scorers as NAME=PATH separated by `;` (pickscore, hpsv2, imagereward, aesthetic, clip_score).", nullable=True),
+    _O("eval_protocol", "official", str, "Paper profile: `official` (one image per prompt, generator seeded 0) or `multiseed`.", ("official", "multiseed")),
     # output
     _O("output_dir", "outputs/run", str, "Where logs, checkpoints, the pool and the final model are written."),
 ]

@@ -36,17 +36,17 @@ __all__ = ['BaseConfig', 'world_scheduler', 'world_components', 'to_model_space'
 @dataclass(frozen=True)
 class BaseConfig:
     "The base model's architecture and pretraining recipe."
-    channels:tuple = (32, 64)   # UNet block widths
+    channels:tuple = (16, 32)   # UNet block widths
     layers_per_block:int = 1    # resnet layers per UNet block
     cross_attention:tuple = (False, True) # which resolution levels attend to the prompt (the 8×8 one, and the mid block)
     text_dim:int = 64           # text encoder width (= UNet cross-attention width)
     text_layers:int = 2         # text encoder depth
     max_tokens:int = 16         # prompt length in tokens, BOS/EOS included
-    steps:int = 3000            # pretraining updates
+    steps:int = 1400            # pretraining updates
     batch_size:int = 32         # images per update
-    lr:float = 3e-4             # AdamW learning rate
+    lr:float = 1e-3             # AdamW learning rate
     empty_prompt_prob:float = 0.1 # classifier-free guidance dropout
-    ema_decay:float = 0.999     # the saved weights are an exponential moving average
+    ema_decay:float = 0.995     # the saved weights are an exponential moving average (≈ the last 200 updates)
     seed:int = 0                # initial weights, data draws, noise
 
 def world_scheduler()->DDIMScheduler:
@@ -98,42 +98,46 @@ def pretrain_base(
     base:BaseConfig=None,   # architecture and recipe
     progress:bool=True,     # tqdm bar
     log:list=None,          # receives {"step", "loss"} records every 100 updates
+    device=None,            # where to train (default: the CPU); draws stay on CPU generators, so any device gives the same data
 )->Components:              # the pretrained components (EMA weights), on the CPU
     "Pretrain the base model from scratch on the world's base distribution."
     world, base = world or WorldConfig(), base or BaseConfig()
+    device = torch.device(device or "cpu")
     comps = world_components(world, base)
-    unet, text_encoder = comps.unet.train(), comps.text_encoder.train()
+    unet, text_encoder = comps.unet.to(device).train(), comps.text_encoder.to(device).train()
     ema = {k: v.detach().clone() for k, v in [*unet.state_dict().items(), *(("te." + k, v) for k, v in text_encoder.state_dict().items())]}
     prompts = all_prompts(world)
     ids = comps.tokenizer(prompts + [""], padding="max_length", max_length=base.max_tokens, truncation=True,
-                          return_tensors="pt").input_ids
+                          return_tensors="pt").input_ids.to(device)
     sched = comps.scheduler
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=base.lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=base.lr, weight_decay=1e-2, foreach=True)  # foreach: ≈ 3× faster step on CPU
     gen = torch.Generator().manual_seed(base.seed)
     rng = np.random.default_rng(base.seed)
     running = None
     for step in tqdm(range(base.steps), disable=not progress, desc="pretrain base"):
         which = rng.integers(len(prompts), size=base.batch_size)
         x = to_model_space(np.stack([sample_base(prompts[i], base.seed * 10_000_000 + step * base.batch_size + j, world)[0]
-                                     for j, i in enumerate(which)]))
+                                     for j, i in enumerate(which)])).to(device)
         drop = rng.random(base.batch_size) < base.empty_prompt_prob
-        cond = text_encoder(ids[np.where(drop, len(prompts), which)])[0]
-        noise = torch.randn(x.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (base.batch_size,), generator=gen)
+        cond = text_encoder(ids[torch.from_numpy(np.where(drop, len(prompts), which)).to(device)])[0]
+        noise = torch.randn(x.shape, generator=gen).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (base.batch_size,), generator=gen).to(device)
         loss = F.mse_loss(unet(sched.add_noise(x, noise, t), t, encoder_hidden_states=cond).sample, noise)
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
         with torch.no_grad():
             d = min(base.ema_decay, (1 + step) / (10 + step))
-            for k, v in [*unet.state_dict().items(), *(("te." + k, v) for k, v in text_encoder.state_dict().items())]:
-                if v.dtype.is_floating_point: ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
-                else: ema[k].copy_(v)
+            cur = {**unet.state_dict(), **{"te." + k: v for k, v in text_encoder.state_dict().items()}}
+            fl = [k for k in ema if ema[k].dtype.is_floating_point]
+            torch._foreach_lerp_([ema[k] for k in fl], [cur[k].detach() for k in fl], 1 - d)
+            for k in ema:
+                if not ema[k].dtype.is_floating_point: ema[k].copy_(cur[k])
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if log is not None and (step + 1) % 100 == 0: log.append({"step": step + 1, "loss": running})
     unet.load_state_dict({k: v for k, v in ema.items() if not k.startswith("te.")})
     text_encoder.load_state_dict({k[3:]: v for k, v in ema.items() if k.startswith("te.")})
-    comps.unet, comps.text_encoder = unet.eval(), text_encoder.eval()
+    comps.unet, comps.text_encoder = unet.cpu().eval(), text_encoder.cpu().eval()
     return comps
 
 def ensure_base_model(
@@ -141,13 +145,14 @@ def ensure_base_model(
     world:WorldConfig=None, # the world
     base:BaseConfig=None,   # architecture and recipe
     progress:bool=True,
+    device=None,            # where to pretrain (default: the CPU)
 )->Path:                    # the diffusers-format model directory
     "Return the cached pretrained base model, pretraining it first when the configs changed."
     world, base = world or WorldConfig(), base or BaseConfig()
     out = Path(cache_dir) / f"base-{config_key(world, base)}"
     if (out / "model_index.json").is_file(): return out
     log, t0 = [], time.time()
-    comps = pretrain_base(world, base, progress=progress, log=log)
+    comps = pretrain_base(world, base, progress=progress, log=log, device=device)
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     if tmp.exists(): shutil.rmtree(tmp)
     save_components(comps, tmp)
@@ -197,10 +202,11 @@ def make_world_pairs(
     pairs_per_prompt:int=8, # pairs per training prompt
     seed:int=0,             # generation noise and label draws
     sample:SampleConfig=None,
+    device=None,            # where to generate (default: the CPU)
 )->Path:                    # `out_file`
     "Generate, score and label preference pairs on the training prompts, in the Pick-a-Pic v2 schema."
     world = world or WorldConfig()
-    comps = load_components(model_dir)
+    comps = load_components(model_dir, device=device)
     prompts = [p for p in split_prompts(world)["train"] for _ in range(pairs_per_prompt)]
     n = len(prompts)
     seeds = np.arange(2 * n) + seed * 1_000_000

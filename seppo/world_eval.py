@@ -51,10 +51,11 @@ def evaluate_world(
     world:WorldConfig=None, # the world
     ev:EvalConfig=None,     # samples per prompt, noise, sampler
     splits=("train", "heldout"),
+    device=None,            # where to generate (default: the CPU; a `Components` stays where it is)
 )->tuple[pd.DataFrame, dict]: # per-image scores (with `split` and `seed` columns), summary
     "Generate and score images of every prompt of each split; return per-image scores and the summary metrics."
     world, ev = world or WorldConfig(), ev or EvalConfig()
-    comps = model if isinstance(model, Components) else load_components(model)
+    comps = model if isinstance(model, Components) else load_components(model, device=device)
     prompts_by_split = split_prompts(world)
     unknown = [s for s in splits if s not in prompts_by_split]
     if unknown: raise ValueError(f"unknown split {unknown[0]!r}; valid splits: {', '.join(prompts_by_split)}")
@@ -70,7 +71,7 @@ def evaluate_world(
         summary |= {f"{split}/oracle_reward": float(df.oracle.mean()),
                     f"{split}/attribute_acc": float(df.attribute_acc.mean()),
                     f"{split}/fd": frechet_distance(world_features(images), world_features(refs)),
-                    f"{split}/diversity": diversity([images[i * k:(i + 1) * k] for i in range(len(prompts))])}
+                    f"{split}/diversity": diversity([images[i * k:(i + 1) * k] for i in range(len(prompts))]) if k > 1 else float("nan")}
         tables.append(df)
     return pd.concat(tables, ignore_index=True), summary
 

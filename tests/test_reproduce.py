@@ -1,0 +1,120 @@
+"""`seppo reproduce`: the smoke profile end to end through papermill, caching by config hash, failures, dry runs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SEPPO = str(Path(sys.executable).parent / "seppo")
+
+
+def env(**extra):
+    e = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    for k in [k for k in e if k.startswith("SEPPO_")]: e.pop(k)
+    e.update(extra)
+    return e
+
+
+def reproduce(root, *args, check=True, **extra):
+    r = subprocess.run([SEPPO, "reproduce", "--root", str(root), *args], env=env(**extra), capture_output=True,
+                       text=True, timeout=1200)
+    if check and r.returncode != 0:
+        raise AssertionError(f"reproduce {args} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def scratch_root(tmp_path):
+    "A project root whose configs can be edited: configs copied, notebooks linked."
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copytree(ROOT / "configs", root / "configs")
+    (root / "nbs").symlink_to(ROOT / "nbs")
+    return root
+
+
+def metrics_files(root):
+    return {p.relative_to(root): p.stat().st_mtime_ns for p in (root / "build/smoke/results/runs").rglob("metrics.json")}
+
+
+def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
+    root = scratch_root(tmp_path)
+    r = reproduce(root, "--profile", "smoke")
+    assert "9 run(s) to execute" in r.stdout, r.stdout
+    res, figs = root / "build/smoke/results", root / "build/smoke/figures"
+    # every table in three formats from one DataFrame, every figure in two
+    for exp in ("e1_main", "e2_reference", "e3_aaf"):
+        for split in ("train", "heldout"):
+            stem = res / "tables" / f"{exp}_{split}"
+            md, csv, tex = (stem.with_suffix(s).read_text() for s in (".md", ".csv", ".tex"))
+            df = pd.read_csv(stem.with_suffix(".csv"))
+            assert list(df.variant) == {"e1_main": ["base", "sft", "dpo", "seppo"],
+                                        "e2_reference": ["base", "initial", "latest", "random"],
+                                        "e3_aaf": ["base", "sign", "indicator", "sft", "none"]}[exp]
+            for col in (f"{split}/oracle_reward", f"{split}/win_rate", f"{split}/attribute_acc", f"{split}/fd",
+                        f"Δ{split}/oracle_reward"):
+                assert col in df, (exp, col)
+            assert "| variant" in md and "oracle reward" in md and r"\toprule" in tex
+    for name in ("e1_main_grid", "e1_main_curve", "e2_reference_curve", "e3_aaf_aaf", "e3_aaf_grid"):
+        assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file()
+    # records: merged config, environment, metrics with the config hash; identical runs shared
+    m = json.loads((res / "runs/e1_main/seppo/seed0/metrics.json").read_text())
+    assert len(m["config_hash"]) == 16 and m["metrics"]["train/oracle_reward"] > 0 and m["train"]["updates"] == 4
+    assert not (res / "runs/e2_reference/random").exists() and not (res / "runs/e3_aaf/sign").exists()
+    curve = pd.read_csv(res / "runs/e2_reference/latest/seed0/curve.csv")
+    assert list(curve.update) == [0, 2, 4]
+    before = metrics_files(root)
+    assert len(before) == 9
+
+    # a second reproduce runs nothing and rewrites no record
+    r = reproduce(root, "--profile", "smoke")
+    assert "0 run(s) to execute, 9 up to date" in r.stdout, r.stdout
+    assert metrics_files(root) == before
+
+    # editing one variant re-runs exactly that variant
+    f = root / "configs/e3_aaf/none.yaml"
+    f.write_text(f.read_text() + "train_lr: 1.0e-4\n")
+    r = reproduce(root, "--profile", "smoke", "--no-reports")
+    assert "1 run(s) to execute" in r.stdout and "e3_aaf/none/seed0" in r.stdout, r.stdout
+    after = metrics_files(root)
+    changed = [k for k in after if after[k] != before[k]]
+    assert changed == [Path("build/smoke/results/runs/e3_aaf/none/seed0/metrics.json")]
+    assert yaml_lr(root / "build/smoke/results/runs/e3_aaf/none/seed0/params.yaml") == 1e-4
+
+
+def yaml_lr(path):
+    import yaml
+    return yaml.safe_load(Path(path).read_text())["train_lr"]
+
+
+def test_a_failing_run_leaves_no_metrics_and_fails_with_the_notebooks_error(tmp_path):
+    root = scratch_root(tmp_path)
+    (root / "configs/ex").mkdir()
+    (root / "configs/ex/experiment.yaml").write_text("variants: [sft]\nbaseline: null\n")
+    (root / "configs/ex/sft.yaml").write_text("train_method: sft\n")
+    prof = root / "configs/profiles/smoke.yaml"
+    prof.write_text(prof.read_text().replace("experiments: [e1_main, e2_reference, e3_aaf]", "experiments: [ex]"))
+    r = reproduce(root, "--profile", "smoke", check=False, SEPPO_FAULT="nan_loss@2")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAILED" in r.stdout and "non-finite loss at update 2" in r.stdout and "seed0.ipynb" in r.stdout, r.stdout
+    assert "reports not run" in r.stdout
+    assert not (root / "build/smoke/results/runs/ex/sft/seed0/metrics.json").exists()
+
+
+def test_paper_profile_dry_run_plans_and_names_missing_paths(tmp_path):
+    names = ["SD15", "PICKAPIC", "PICKAPIC_VAL", "PARTIPROMPTS", "HPSV2_PROMPTS", "PICKSCORE", "HPSV2", "IMAGEREWARD", "AESTHETIC"]
+    paths = {f"SEPPO_{n}": str(tmp_path / n) for n in names}
+    for p in paths.values(): Path(p).mkdir()
+    r = reproduce(ROOT, "--profile", "paper", "--dry-run", **paths)
+    assert "9 distinct runs" in r.stdout and "GPU-hours" in r.stdout, r.stdout
+    assert r.stdout.count("same-as") == 4 and "53760" not in r.stdout           # 8 processes x 256 accumulation
+    assert not (ROOT / "runs/paper").exists() or not any((ROOT / "runs/paper").iterdir())
+    shutil.rmtree(paths["SEPPO_PICKSCORE"])
+    r = reproduce(ROOT, "--profile", "paper", "--dry-run", check=False, **paths)
+    assert r.returncode == 2 and "eval_scorers 'pickscore'" in r.stderr and "does not exist" in r.stderr, r.stderr
+    del paths["SEPPO_SD15"]
+    r = reproduce(ROOT, "--profile", "paper", "--dry-run", check=False, **paths)
+    assert r.returncode == 2 and "${SEPPO_SD15} is not set" in r.stderr, r.stderr
