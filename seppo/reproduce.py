@@ -561,16 +561,16 @@ def _curve_figure(df:pd.DataFrame, variants:list):
 def _aaf_figure(df:pd.DataFrame, variants:list):
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for v in variants:
+    for i, v in enumerate(variants):
         d = df[df.variant == v]
         logs = [pd.read_csv(Path(x) / "log.csv") for x in d.record_dir if (Path(x) / "log.csv").is_file()]
-        if logs and "aaf_rate" in logs[0]:
-            g = pd.concat(logs).groupby("update").aaf_rate.mean().rolling(10, min_periods=1).mean()
-            a1.plot(g.index, g.values, label=v)
-        if "train/aaf_rate_mean" in d:
-            a2.scatter(d["train/aaf_rate_mean"], d["train/oracle_reward"], label=v, s=25)
+        if not logs or "aaf_rate" not in logs[0]: continue                 # the base model: no training log
+        g = pd.concat(logs).groupby("update").aaf_rate.mean().rolling(10, min_periods=1).mean()
+        a1.plot(g.index, g.values, label=v, color=f"C{i}")
+        a2.scatter(d["train/aaf_rate_mean"], d["train/oracle_reward"], label=v, s=25, color=f"C{i}")
     a1.set_xlabel("update"); a1.set_ylabel("AAF rate (10-update mean)"); a1.grid(alpha=0.3); a1.legend(title="AAF")
-    a2.set_xlabel("mean AAF rate over training"); a2.set_ylabel("oracle reward (training prompts)"); a2.grid(alpha=0.3)
+    a2.set_xlabel("mean AAF rate over training (one point per seed)"); a2.set_ylabel("oracle reward (training prompts)")
+    a2.grid(alpha=0.3)
     return fig
 
 def _grid_figure(df:pd.DataFrame, variants:list):

@@ -118,3 +118,13 @@ def test_paper_profile_dry_run_plans_and_names_missing_paths(tmp_path):
     del paths["SEPPO_SD15"]
     r = reproduce(ROOT, "--profile", "paper", "--dry-run", check=False, **paths)
     assert r.returncode == 2 and "${SEPPO_SD15} is not set" in r.stderr, r.stderr
+
+
+def test_mini_profile_runs_the_worlds_default_config():
+    "The committed tables come from the same settings as configs/world/common.yaml (the world's documented defaults)."
+    from seppo.config import read_yaml
+    from seppo.reproduce import load_profile
+    world = read_yaml(ROOT / "configs/world/common.yaml")
+    mini = load_profile("mini", ROOT).config
+    differ = {k: (v, mini.get(k)) for k, v in world.items() if k != "train_checkpoint_every" and mini.get(k) != v}
+    assert not differ, f"configs/profiles/mini.yaml and configs/world/common.yaml disagree: {differ}"
