@@ -65,7 +65,7 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     assert len(m["config_hash"]) == 16 and m["metrics"]["train/oracle_reward"] > 0 and m["train"]["updates"] == 4
     assert not (res / "runs/e2_reference/random").exists() and not (res / "runs/e3_aaf/sign").exists()
     curve = pd.read_csv(res / "runs/e2_reference/latest/seed0/curve.csv")
-    assert list(curve.update) == [0, 2, 4]
+    assert list(curve["update"]) == [0, 2, 4]
     before = metrics_files(root)
     assert len(before) == 9
 
