@@ -155,10 +155,10 @@ def run_status(run:Run)->str:
 
 # %% ../nbs/20_reproduce.ipynb #058d40ed
 def atomic_write_text(path:str|Path, text:str):
-    "Write `text` to `path` through a temporary file and a rename."
+    "Write `text` to `path` through a temporary file and a rename (seppo.data's atomic writer), creating its folder."
+    from seppo.data import _atomic_write
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text); os.replace(tmp, path)
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 def environment_info()->dict:
     "Versions and machine facts recorded beside every run."
@@ -201,10 +201,8 @@ def grid_prompts(cfg:dict)->list[str]:
     n = cfg["eval_grid_prompts"]
     return sp["train"][: n - n // 2] + sp["heldout"][: n // 2]
 
-def train_summary(log_file:str|Path)->dict:
-    "Mean AAF rate, last-20 implicit accuracy and timings of a training log."
-    from seppo.trainer import read_log
-    recs = read_log(log_file)
+def train_summary(recs:list[dict])->dict:
+    "Mean AAF rate, last-20 implicit accuracy and timings of a training log's records."
     if not recs: return {}
     col = lambda k: np.array([r[k] for r in recs if r.get(k) is not None], dtype=np.float64)
     out = {"updates": int(recs[-1]["update"]), "seconds_per_update": float(np.median(col("time/update")))}
@@ -219,7 +217,7 @@ def run_world(
 )->dict:                   # prompts (DataFrame), metrics, curve (DataFrame|None), train, grid (uint8 array), model
     "Build the world, train (unless run_train is false) and evaluate: everything one run records."
     from seppo.models import load_components
-    from seppo.trainer import load_trained_weights, train
+    from seppo.trainer import load_trained_weights, read_log, train
     from seppo.world_base import generate, resolve_world, world_from_config
     from seppo.world_eval import evaluate_world
     t0 = time.time()
@@ -233,9 +231,9 @@ def run_world(
         if out_dir.exists(): shutil.rmtree(out_dir)                     # a fresh run: no checkpoints of an older one
         t1 = time.time()
         summary = train(tcfg, progress=progress)
-        result["train"] = train_summary(out_dir / "log.jsonl") | {"seconds": time.time() - t1}
-        from seppo.trainer import read_log
-        log = pd.DataFrame(read_log(out_dir / "log.jsonl"))
+        recs = read_log(out_dir / "log.jsonl")
+        result["train"] = train_summary(recs) | {"seconds": time.time() - t1}
+        log = pd.DataFrame(recs)
         result["log"] = log[[c for c in ("update", "loss", "implicit_acc", "aaf_rate", "ref_id", "time/update") if c in log]]
         model = summary["final"]
     else:
@@ -244,14 +242,12 @@ def run_world(
     scores, metrics = evaluate_world(comps, world, _eval_config(cfg))
     t2 = time.time()
     if cfg["run_train"] and cfg["eval_curve_every"]:
-        rows, base = [], load_components(rcfg["model_path"])
+        rows = []
         cks = sorted((out_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-        points = [(0, base)] + [(int(c.name.split("-")[1]), c) for c in cks]
-        for upd, src in points:
-            c = src
-            if not hasattr(src, "unet"):
-                c = load_components(rcfg["model_path"]); load_trained_weights(c.unet, src / "model.safetensors")
-            df, summ = evaluate_world(c, world, _eval_config(cfg, cfg["eval_curve_images_per_prompt"]), splits=("train",))
+        for upd, ck in [(0, None)] + [(int(c.name.split("-")[1]), c) for c in cks]:   # 0: the starting model
+            c = load_components(rcfg["model_path"])
+            if ck is not None: load_trained_weights(c.unet, ck / "model.safetensors")
+            _, summ = evaluate_world(c, world, _eval_config(cfg, cfg["eval_curve_images_per_prompt"]), splits=("train",))
             rows.append({"update": upd, "oracle_reward": summ["train/oracle_reward"], "attribute_acc": summ["train/attribute_acc"]})
         result["curve"] = pd.DataFrame(rows)
         result["train"]["curve_seconds"] = time.time() - t2
@@ -273,8 +269,7 @@ def save_world_run(
     "Write the run's per-prompt scores, curve, grid and — last — metrics.json."
     from PIL import Image
     record_dir = Path(record_dir); record_dir.mkdir(parents=True, exist_ok=True)
-    for old in ("metrics.json",):
-        if (record_dir / old).exists(): (record_dir / old).unlink()  # stale until the new one lands
+    (record_dir / "metrics.json").unlink(missing_ok=True)             # stale until the new one lands
     result["prompts"].to_csv(record_dir / "prompts.csv", index=False, float_format="%.5f")
     if result["curve"] is not None: result["curve"].to_csv(record_dir / "curve.csv", index=False, float_format="%.5f")
     if result.get("log") is not None: result["log"].to_csv(record_dir / "log.csv", index=False, float_format="%.5g")
@@ -297,7 +292,7 @@ def parse_named_paths(spec:str|None, what:str)->dict:
 def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
     "Train (unless run_train is false; several processes through accelerate) and evaluate with seppo.evaluate."
     from seppo.evaluate import evaluate
-    from seppo.trainer import FINAL_DIR, train
+    from seppo.trainer import FINAL_DIR, read_log, train
     out_dir, train_info = Path(cfg["output_dir"]), {}
     if cfg["run_train"]:
         t1 = time.time()
@@ -311,7 +306,7 @@ def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
             subprocess.run(cmd, check=True)
             model = str(out_dir / FINAL_DIR)
         else: model = train(cfg, progress=progress)["final"]
-        train_info = train_summary(out_dir / "log.jsonl") | {"seconds": time.time() - t1}
+        train_info = train_summary(read_log(out_dir / "log.jsonl")) | {"seconds": time.time() - t1}
     else: model = cfg["model_path"]
     result = evaluate(model, parse_named_paths(cfg["eval_prompts"], "eval_prompts"), out_dir / "eval",
                       parse_named_paths(cfg["eval_scorers"], "eval_scorers"), cfg["eval_protocol"],
@@ -364,7 +359,7 @@ def check_paths(run:Run):
         parse_named_paths(c["eval_prompts"], f"{where}: eval_prompts")
         parse_named_paths(c["eval_scorers"], f"{where}: eval_scorers")
 
-def execute_run(run:Run, profile:Profile, root:Path, log=print)->Path:
+def execute_run(run:Run, profile:Profile, root:Path)->Path:
     "Execute the run template for one run with papermill; return the executed notebook's path."
     import papermill as pm
     work = Path(run.config["output_dir"])
@@ -551,10 +546,9 @@ def _curve_figure(df:pd.DataFrame, variants:list):
         curves = [pd.read_csv(Path(d) / "curve.csv") for d in df[df.variant == v].record_dir if (Path(d) / "curve.csv").is_file()]
         if not curves: continue
         c = pd.concat(curves).groupby("update").oracle_reward
-        stats = c.agg(["mean", "std", "count"])
-        half = np.array([ci95(g)[1] if len(g) > 1 else 0.0 for _, g in c])
-        ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=v)
-        ax.fill_between(stats.index, stats["mean"] - np.nan_to_num(half), stats["mean"] + np.nan_to_num(half), alpha=0.2)
+        mean, half = c.mean(), np.nan_to_num([ci95(g)[1] for _, g in c])   # one seed: no band
+        ax.plot(mean.index, mean, marker="o", ms=3, label=v)
+        ax.fill_between(mean.index, mean - half, mean + half, alpha=0.2)
     ax.set_xlabel("update"); ax.set_ylabel("oracle reward (training prompts)"); ax.legend(title="reference"); ax.grid(alpha=0.3)
     return fig
 
