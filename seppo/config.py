@@ -46,6 +46,7 @@ OPTIONS:list[Option] = [
     _O("data_center_crop", True, bool, "Center crop after resizing the shorter side; false gives a random crop (paper profile: random, as Diffusion-DPO)."),
     _O("data_random_flip", True, bool, "Random horizontal flip, a pure function of (seed, epoch, index)."),
     _O("data_empty_prompt_prob", 0.0, float, "Probability of replacing a caption with the empty prompt (paper profile: 0.2) [D]."),
+    _O("data_random_labels", False, bool, "Null control: ignore the pairs' preference labels and let a coin (seeded by train_seed) pick each row's 'winner' — the same images without the preference, to measure what fine-tuning on them does by itself."),
     _O("data_precompute_latents", False, bool, "Encode every image with the VAE once before training and reuse the latents every epoch (needs center crop)."),
     _O("data_on_error", "skip", str, "What an unreadable image does: `skip` (replaced by the next readable one and counted in the log) or `raise`.", ("skip", "raise")),
     # training
@@ -87,6 +88,7 @@ OPTIONS:list[Option] = [
     _O("world_base_steps", 1400, int, "Pretraining updates of the world's base model (batch 32, ≈ 8 minutes on 2 CPU cores)."),
     _O("world_pairs_per_prompt", 8, int, "Preference pairs generated per training prompt of the world (the Pick-a-Pic analogue)."),
     _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws."),
+    _O("world_pairs_guidance_scale", 1.0, float, "Classifier-free guidance of the sampler that draws the world's pairs (DDIM 20): 1, the model's own distribution; guidance stays an evaluation-time device (see nbs/13_world_base)."),
     _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators)."),
     # experiments (seppo reproduce): what a run evaluates after training
     _O("run_train", True, bool, "Train before evaluating; false evaluates the starting model as is (the base-model row of a table)."),

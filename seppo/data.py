@@ -128,11 +128,15 @@ PICKAPIC_MODES = ("winners", "pairs")
 def pickapic_items(
     df:pd.DataFrame,    # as returned by `read_pickapic`
     mode:str="winners", # "winners" (SFT, SePPO): the preferred image; "pairs" (Diffusion-DPO): winner and loser
+    random_labels:int|None=None, # null control: a seed; a coin drawn from it replaces every non-tie label
 )->ItemList:            # dicts {caption, image} or {caption, image_w, image_l}, image values are encoded bytes
     "Dataset items from Pick-a-Pic rows: the preferred image per non-tie row, or the (winner, loser) pair."
     if mode not in PICKAPIC_MODES: raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(PICKAPIC_MODES)}")
     _check_frame(df, "Pick-a-Pic frame")
     labels = df["label_0"].to_numpy(dtype=float)
+    if random_labels is not None:
+        coin = np.random.default_rng([int(random_labels), 0x5E990]).random(len(labels)) < 0.5
+        labels = np.where(labels == 0.5, 0.5, coin.astype(float))
     items = []
     for caption, im0, im1, label in zip(df["caption"], df["jpg_0"], df["jpg_1"], labels):
         if label == 0.5: continue

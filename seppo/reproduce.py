@@ -119,6 +119,9 @@ def experiment_info(root:Path, name:str)->dict:
     info = yaml.safe_load(f.read_text()) or {}
     files = {p.stem for p in d.glob("*.yaml")} - {"experiment"}
     variants = info.get("variants") or sorted(files)
+    odd = [v for v in variants if not isinstance(v, str)]
+    if odd: raise ValueError(f"{f}: variant names must be strings, found {odd[0]!r} (YAML reads null, true, no, 1 "
+                             "as other types: rename the variant or quote it)")
     missing = [v for v in variants if v not in files]
     if missing: raise FileNotFoundError(f"{f}: variant {missing[0]!r} has no file {d / (missing[0] + '.yaml')}")
     return {"title": info.get("title", name), "variants": variants, "baseline": info.get("baseline"), "figures": info.get("figures") or [],

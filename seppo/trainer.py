@@ -133,9 +133,13 @@ def build_dataset(cfg:dict, output_dir=None):
         raise ValueError("data_source 'world' must be resolved first: seppo.world_base.resolve_world(cfg) builds or "
                          "finds the world's pairs (`seppo train` does this)")
     if path is None: raise ValueError(f"data_path is required for data_source={source!r}")
-    if source in ("pickapic", "toy"): items = pickapic_items(read_pickapic(path, split=cfg["data_split"]), mode)
+    if source in ("pickapic", "toy"):
+        items = pickapic_items(read_pickapic(path, split=cfg["data_split"]), mode,
+                               random_labels=cfg["train_seed"] if cfg["data_random_labels"] else None)
     else:
         if mode == "pairs": raise ValueError("Diffusion-DPO needs (winner, loser) pairs: use data_source=pickapic or toy")
+        if cfg["data_random_labels"]:
+            raise ValueError(f"data_random_labels needs preference pairs to relabel; data_source={source!r} has none")
         items = image_folder_items(path, captions=cfg["data_captions_file"])
     return PreferenceDataset(items, resolution=cfg["data_resolution"], center_crop=cfg["data_center_crop"],
                              random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],

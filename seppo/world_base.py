@@ -229,16 +229,20 @@ def world_from_config(cfg:dict)->tuple[WorldConfig, BaseConfig]:
     "The world and base configs a flat training config asks for."
     return WorldConfig(oracle_temperature=cfg["world_oracle_temperature"]), BaseConfig(steps=cfg["world_base_steps"])
 
+def _pairs_file(cfg:dict, world:WorldConfig, base:BaseConfig)->Path:
+    "Where the pairs of this world, base model, count, seed and sampler are cached."
+    return Path(cfg["world_cache_dir"]) / (f"pairs-{config_key(world, base)}-n{cfg['world_pairs_per_prompt']}"
+                                           f"-s{cfg['world_pairs_seed']}-g{cfg['world_pairs_guidance_scale']:g}.parquet")
+
 def build_world(cfg:dict, progress:bool=True, base:BaseConfig=None)->dict:
     "Build (or find) the world's base model and preference pairs; return their paths."
     world, default_base = world_from_config(cfg)
     base = base or default_base
-    cache = Path(cfg["world_cache_dir"])
-    model = ensure_base_model(cache, WorldConfig(), base, progress=progress)  # the base model never sees the oracle
-    name = f"pairs-{config_key(world, base)}-n{cfg['world_pairs_per_prompt']}-s{cfg['world_pairs_seed']}.parquet"
-    pairs = cache / name
+    model = ensure_base_model(cfg["world_cache_dir"], WorldConfig(), base, progress=progress)  # never sees the oracle
+    pairs = _pairs_file(cfg, world, base)
     if not pairs.is_file():
-        make_world_pairs(model, pairs, world, pairs_per_prompt=cfg["world_pairs_per_prompt"], seed=cfg["world_pairs_seed"])
+        make_world_pairs(model, pairs, world, pairs_per_prompt=cfg["world_pairs_per_prompt"], seed=cfg["world_pairs_seed"],
+                         sample=SampleConfig(guidance_scale=cfg["world_pairs_guidance_scale"]))
     return {"model_path": str(model), "data_path": str(pairs)}
 
 def resolve_world(
@@ -259,6 +263,5 @@ def resolve_world(
 def _world_cached(cfg:dict, base:BaseConfig=None)->bool:
     world, default_base = world_from_config(cfg)
     base = base or default_base
-    cache = Path(cfg["world_cache_dir"])
-    name = f"pairs-{config_key(world, base)}-n{cfg['world_pairs_per_prompt']}-s{cfg['world_pairs_seed']}.parquet"
-    return (cache / f"base-{config_key(WorldConfig(), base)}" / "model_index.json").is_file() and (cache / name).is_file()
+    model = Path(cfg["world_cache_dir"]) / f"base-{config_key(WorldConfig(), base)}" / "model_index.json"
+    return model.is_file() and _pairs_file(cfg, world, base).is_file()
