@@ -43,7 +43,7 @@ def metrics_files(root):
 def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     root = scratch_root(tmp_path)
     r = reproduce(root, "--profile", "smoke")
-    assert "9 run(s) to execute" in r.stdout, r.stdout
+    assert "10 run(s) to execute" in r.stdout, r.stdout
     res, figs = root / "build/smoke/results", root / "build/smoke/figures"
     # every table in three formats from one DataFrame, every figure in two
     for exp in ("e1_main", "e2_reference", "e3_aaf"):
@@ -51,7 +51,7 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
             stem = res / "tables" / f"{exp}_{split}"
             md, csv, tex = (stem.with_suffix(s).read_text() for s in (".md", ".csv", ".tex"))
             df = pd.read_csv(stem.with_suffix(".csv"))
-            assert list(df.variant) == {"e1_main": ["base", "sft", "dpo", "seppo"],
+            assert list(df.variant) == {"e1_main": ["base", "random_labels", "sft", "dpo", "seppo"],
                                         "e2_reference": ["base", "initial", "latest", "random"],
                                         "e3_aaf": ["base", "sign", "indicator", "sft", "none"]}[exp]
             for col in (f"{split}/oracle_reward", f"{split}/win_rate", f"{split}/attribute_acc", f"{split}/fd",
@@ -67,11 +67,11 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     curve = pd.read_csv(res / "runs/e2_reference/latest/seed0/curve.csv")
     assert list(curve["update"]) == [0, 2, 4]
     before = metrics_files(root)
-    assert len(before) == 9
+    assert len(before) == 10
 
     # a second reproduce runs nothing and rewrites no record
     r = reproduce(root, "--profile", "smoke")
-    assert "0 run(s) to execute, 9 up to date" in r.stdout, r.stdout
+    assert "0 run(s) to execute, 10 up to date" in r.stdout, r.stdout
     assert metrics_files(root) == before
 
     # editing one variant re-runs exactly that variant
@@ -109,7 +109,7 @@ def test_paper_profile_dry_run_plans_and_names_missing_paths(tmp_path):
     paths = {f"SEPPO_{n}": str(tmp_path / n) for n in names}
     for p in paths.values(): Path(p).mkdir()
     r = reproduce(ROOT, "--profile", "paper", "--dry-run", **paths)
-    assert "9 distinct runs" in r.stdout and "GPU-hours" in r.stdout, r.stdout
+    assert "10 distinct runs" in r.stdout and "GPU-hours" in r.stdout, r.stdout
     assert r.stdout.count("same-as") == 4 and "53760" not in r.stdout           # 8 processes x 256 accumulation
     assert not (ROOT / "runs/paper").exists() or not any((ROOT / "runs/paper").iterdir())
     shutil.rmtree(paths["SEPPO_PICKSCORE"])
