@@ -124,8 +124,11 @@ def experiment_info(root:Path, name:str)->dict:
                              "as other types: rename the variant or quote it)")
     missing = [v for v in variants if v not in files]
     if missing: raise FileNotFoundError(f"{f}: variant {missing[0]!r} has no file {d / (missing[0] + '.yaml')}")
+    unknown = sorted(set(info) - {"title", "variants", "baseline", "figures", "report", "config"})
+    if unknown: raise ValueError(f"{f}: unknown key {unknown[0]!r}; valid: title, variants, baseline, figures, report, config")
     return {"title": info.get("title", name), "variants": variants, "baseline": info.get("baseline"), "figures": info.get("figures") or [],
-            "report": info.get("report", f"nbs/reports/{name}.ipynb"), "dir": d}
+            "report": info.get("report", f"nbs/reports/{name}.ipynb"), "dir": d,
+            "config": check_config(info.get("config") or {}, source=f"{f} config")}
 
 def plan_runs(
     profile:Profile,       # from `load_profile`
@@ -139,7 +142,7 @@ def plan_runs(
         info = experiment_info(root, exp)
         for variant in info["variants"]:
             vfile = info["dir"] / f"{variant}.yaml"
-            base_cfg = default_config() | profile.config | read_yaml(vfile)
+            base_cfg = default_config() | profile.config | info["config"] | read_yaml(vfile)
             for seed in (profile.seeds if base_cfg["run_train"] else profile.seeds[:1]):
                 rec = profile.results_dir / "runs" / exp / variant / f"seed{seed}"
                 cfg = base_cfg | {"train_seed": seed, "output_dir": str(profile.work_dir / exp / variant / f"seed{seed}")}

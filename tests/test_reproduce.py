@@ -1,12 +1,14 @@
 """`seppo reproduce`: the smoke profile end to end through papermill, caching by config hash, failures, dry runs."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SEPPO = str(Path(sys.executable).parent / "seppo")
@@ -43,35 +45,39 @@ def metrics_files(root):
 def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     root = scratch_root(tmp_path)
     r = reproduce(root, "--profile", "smoke")
-    assert "10 run(s) to execute" in r.stdout, r.stdout
+    assert "15 run(s) to execute" in r.stdout, r.stdout
     res, figs = root / "build/smoke/results", root / "build/smoke/figures"
     # every table in three formats from one DataFrame, every figure in two
-    for exp in ("e1_main", "e2_reference", "e3_aaf"):
+    for exp in ("e1_main", "e2_reference", "e3_aaf", "e4_unguided"):
         for split in ("train", "heldout"):
             stem = res / "tables" / f"{exp}_{split}"
             md, csv, tex = (stem.with_suffix(s).read_text() for s in (".md", ".csv", ".tex"))
             df = pd.read_csv(stem.with_suffix(".csv"))
             assert list(df.variant) == {"e1_main": ["base", "random_labels", "sft", "dpo", "seppo"],
                                         "e2_reference": ["base", "initial", "latest", "random"],
-                                        "e3_aaf": ["base", "sign", "indicator", "sft", "none"]}[exp]
+                                        "e3_aaf": ["base", "sign", "indicator", "sft", "none"],
+                                        "e4_unguided": ["base", "random_labels", "sft", "dpo", "seppo"]}[exp]
             for col in (f"{split}/oracle_reward", f"{split}/win_rate", f"{split}/attribute_acc", f"{split}/fd",
                         f"Δ{split}/oracle_reward"):
                 assert col in df, (exp, col)
             assert "| variant" in md and "oracle reward" in md and r"\toprule" in tex
-    for name in ("e1_main_grid", "e1_main_curve", "e2_reference_curve", "e3_aaf_aaf", "e3_aaf_grid"):
+    for name in ("e1_main_grid", "e1_main_curve", "e2_reference_curve", "e3_aaf_aaf", "e3_aaf_grid", "e4_unguided_curve"):
         assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file()
     # records: merged config, environment, metrics with the config hash; identical runs shared
     m = json.loads((res / "runs/e1_main/seppo/seed0/metrics.json").read_text())
     assert len(m["config_hash"]) == 16 and m["metrics"]["train/oracle_reward"] > 0 and m["train"]["updates"] == 4
     assert not (res / "runs/e2_reference/random").exists() and not (res / "runs/e3_aaf/sign").exists()
+    # E4 is E1 under its experiment's config block: evaluated without guidance, so trained and recorded again
+    guidance = lambda exp: yaml.safe_load((res / f"runs/{exp}/seppo/seed0/params.yaml").read_text())["eval_guidance_scale"]
+    assert (guidance("e1_main"), guidance("e4_unguided")) == (3.0, 1.0)
     curve = pd.read_csv(res / "runs/e2_reference/latest/seed0/curve.csv")
     assert list(curve["update"]) == [0, 2, 4]
     before = metrics_files(root)
-    assert len(before) == 10
+    assert len(before) == 15
 
     # a second reproduce runs nothing and rewrites no record
     r = reproduce(root, "--profile", "smoke")
-    assert "0 run(s) to execute, 10 up to date" in r.stdout, r.stdout
+    assert "0 run(s) to execute, 15 up to date" in r.stdout, r.stdout
     assert metrics_files(root) == before
 
     # editing one variant re-runs exactly that variant
@@ -86,7 +92,6 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
 
 
 def yaml_lr(path):
-    import yaml
     return yaml.safe_load(Path(path).read_text())["train_lr"]
 
 
@@ -96,7 +101,9 @@ def test_a_failing_run_leaves_no_metrics_and_fails_with_the_notebooks_error(tmp_
     (root / "configs/ex/experiment.yaml").write_text("variants: [sft]\nbaseline: null\n")
     (root / "configs/ex/sft.yaml").write_text("train_method: sft\n")
     prof = root / "configs/profiles/smoke.yaml"
-    prof.write_text(prof.read_text().replace("experiments: [e1_main, e2_reference, e3_aaf]", "experiments: [ex]"))
+    text, n = re.subn(r"(?m)^experiments: \[.*\]$", "experiments: [ex]", prof.read_text())
+    assert n == 1
+    prof.write_text(text)
     r = reproduce(root, "--profile", "smoke", check=False, SEPPO_FAULT="nan_loss@2")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAILED" in r.stdout and "non-finite loss at update 2" in r.stdout and "seed0.ipynb" in r.stdout, r.stdout
