@@ -111,12 +111,13 @@ def run_key(cfg:dict)->str:
 
 def experiment_info(root:Path, name:str)->dict:
     "experiment.yaml of `configs/<name>`, with its variants checked against the folder."
-    d = Path(root) / "configs" / name
-    f = d / "experiment.yaml"
+    f = Path(root) / "configs" / name / "experiment.yaml"
     if not f.is_file():
         known = sorted(p.parent.name for p in (Path(root) / "configs").glob("*/experiment.yaml"))
         raise FileNotFoundError(f"no experiment {name!r} ({f}); experiments: {', '.join(known) or 'none'}")
     info = yaml.safe_load(f.read_text()) or {}
+    d = Path(root) / "configs" / str(info.get("variants_from", name))   # the folder of the variant files
+    if not d.is_dir(): raise FileNotFoundError(f"{f}: variants_from {info['variants_from']!r} names no folder {d}")
     files = {p.stem for p in d.glob("*.yaml")} - {"experiment"}
     variants = info.get("variants") or sorted(files)
     odd = [v for v in variants if not isinstance(v, str)]
@@ -124,8 +125,9 @@ def experiment_info(root:Path, name:str)->dict:
                              "as other types: rename the variant or quote it)")
     missing = [v for v in variants if v not in files]
     if missing: raise FileNotFoundError(f"{f}: variant {missing[0]!r} has no file {d / (missing[0] + '.yaml')}")
-    unknown = sorted(set(info) - {"title", "variants", "baseline", "figures", "report", "config"})
-    if unknown: raise ValueError(f"{f}: unknown key {unknown[0]!r}; valid: title, variants, baseline, figures, report, config")
+    valid = ("title", "variants", "variants_from", "baseline", "figures", "report", "config")
+    unknown = sorted(set(info) - set(valid))
+    if unknown: raise ValueError(f"{f}: unknown key {unknown[0]!r}; valid: {', '.join(valid)}")
     return {"title": info.get("title", name), "variants": variants, "baseline": info.get("baseline"), "figures": info.get("figures") or [],
             "report": info.get("report", f"nbs/reports/{name}.ipynb"), "dir": d,
             "config": check_config(info.get("config") or {}, source=f"{f} config")}

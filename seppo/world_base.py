@@ -29,8 +29,8 @@ from .world import WorldConfig, all_prompts, bt_label, oracle_scores, sample_bas
 
 # %% auto #0
 __all__ = ['BaseConfig', 'world_scheduler', 'world_components', 'to_model_space', 'to_images', 'config_key', 'pretrain_base',
-           'ensure_base_model', 'SampleConfig', 'generate', 'make_world_pairs', 'world_from_config', 'build_world',
-           'resolve_world']
+           'base_model_dir', 'ensure_base_model', 'SampleConfig', 'generate', 'make_world_pairs', 'world_from_config',
+           'build_world', 'resolve_world']
 
 # %% ../nbs/13_world_base.ipynb #66dffcad
 @dataclass(frozen=True)
@@ -140,6 +140,10 @@ def pretrain_base(
     comps.unet, comps.text_encoder = unet.cpu().eval(), text_encoder.cpu().eval()
     return comps
 
+def base_model_dir(cache_dir, world:WorldConfig, base:BaseConfig)->Path:
+    "Where `ensure_base_model` caches the base model of this world and recipe."
+    return Path(cache_dir) / f"base-{config_key(world, base)}"
+
 def ensure_base_model(
     cache_dir,              # the cache root; the model goes to cache_dir/base-<hash>
     world:WorldConfig=None, # the world
@@ -149,7 +153,7 @@ def ensure_base_model(
 )->Path:                    # the diffusers-format model directory
     "Return the cached pretrained base model, pretraining it first when the configs changed."
     world, base = world or WorldConfig(), base or BaseConfig()
-    out = Path(cache_dir) / f"base-{config_key(world, base)}"
+    out = base_model_dir(cache_dir, world, base)
     if (out / "model_index.json").is_file(): return out
     log, t0 = [], time.time()
     comps = pretrain_base(world, base, progress=progress, log=log, device=device)
@@ -263,5 +267,5 @@ def resolve_world(
 def _world_cached(cfg:dict, base:BaseConfig=None)->bool:
     world, default_base = world_from_config(cfg)
     base = base or default_base
-    model = Path(cfg["world_cache_dir"]) / f"base-{config_key(WorldConfig(), base)}" / "model_index.json"
+    model = base_model_dir(cfg["world_cache_dir"], WorldConfig(), base) / "model_index.json"
     return model.is_file() and _pairs_file(cfg, world, base).is_file()
