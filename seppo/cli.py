@@ -38,8 +38,8 @@ def build_parser()->argparse.ArgumentParser:
     w.add_argument("--config", action="append", default=[])
     w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     w.add_argument("--model", help="eval: the model directory (default: the world's base model)")
-    w.add_argument("--images-per-prompt", type=int, default=8, help="eval: samples per prompt")
-    w.add_argument("--seed", type=int, default=1, help="eval: evaluation noise seed")
+    w.add_argument("--images-per-prompt", type=int, default=None, help="eval: samples per prompt (default: eval_images_per_prompt)")
+    w.add_argument("--seed", type=int, default=None, help="eval: evaluation noise seed (default: eval_seed)")
     w.add_argument("--output", help="eval: write the summary and per-image scores next to this metrics.json path")
     r = sub.add_parser("reproduce", help="run the missing or stale experiment runs of a profile, then its reports")
     r.add_argument("--profile", default="mini", help="configs/profiles/NAME.yaml (mini, smoke, paper) or a YAML path")
@@ -47,6 +47,8 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument("--only", action="append", default=[], metavar="EXPERIMENT", help="restrict to an experiment; repeat")
     r.add_argument("--no-reports", action="store_true", help="do not execute the report notebooks")
     r.add_argument("--root", default=".", help="the project root (configs/, nbs/)")
+    rd = sub.add_parser("readme", help="rewrite the README's generated tables from the committed results")
+    rd.add_argument("--check", action="store_true", help="only list the tables that differ; exit 1 if any does")
     d = sub.add_parser("demo", help="a few SePPO updates of a tiny random model, with a loss/AAF summary")
     d.add_argument("--updates", type=int, default=12)
     d.add_argument("--output-dir", default=None)
@@ -83,6 +85,11 @@ def main(argv=None)->int:
             import yaml
             sys.stdout.write(yaml.safe_dump(_cfg(args), sort_keys=False)); return 0
         if args.command == "world": return _world(args)
+        if args.command == "readme":
+            from seppo.reproduce import sync_readme
+            stale = sync_readme("README.md", ".", check=args.check)
+            for p in stale: print(f"README.md: the table from {p} {'differs' if args.check else 'was rewritten'}")
+            return 1 if (stale and args.check) else 0
         if args.command == "reproduce":
             from seppo.reproduce import reproduce
             return reproduce(args.profile, args.root, dry_run=args.dry_run, only=args.only or None,
@@ -126,9 +133,11 @@ def _world(args)->int:
     if args.action == "build":
         print(json.dumps(paths | {"seconds": round(time.time() - t0, 1)}, indent=1))
         return 0
+    from dataclasses import replace
+
     from seppo.world_eval import EvalConfig, evaluate_world
-    scores, summary = evaluate_world(args.model or paths["model_path"],
-                                     ev=EvalConfig(images_per_prompt=args.images_per_prompt, seed=args.seed))
+    ev = EvalConfig.from_config(cfg, args.images_per_prompt)
+    scores, summary = evaluate_world(args.model or paths["model_path"], ev=ev if args.seed is None else replace(ev, seed=args.seed))
     summary = {"model": str(args.model or paths["model_path"]), "metrics": summary}
     if args.output:
         out = Path(args.output)

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,13 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from .models import Components, clip_tokenizer, encode_prompt, load_components, save_components
 from .sampling import sample_reference
-from .world import WorldConfig, all_prompts, bt_label, oracle_scores, sample_base, split_prompts
+from .world import WorldConfig, all_prompts, bt_label, oracle_scores, render, sample_base, split_prompts
 
 # %% auto #0
-__all__ = ['BaseConfig', 'world_scheduler', 'world_components', 'to_model_space', 'to_images', 'config_key', 'pretrain_base',
-           'base_model_dir', 'ensure_base_model', 'SampleConfig', 'generate', 'make_world_pairs', 'world_from_config',
-           'build_world', 'resolve_world']
+__all__ = ['CONTRIBUTORS', 'PAIR_SOURCES', 'BaseConfig', 'world_scheduler', 'world_components', 'to_model_space', 'to_images',
+           'config_key', 'pretrain_base', 'base_model_dir', 'ensure_base_model', 'SampleConfig', 'generate',
+           'Contributor', 'offpolicy_images', 'label_pairs', 'make_world_pairs', 'world_from_config', 'build_world',
+           'resolve_world']
 
 # %% ../nbs/13_world_base.ipynb #66dffcad
 @dataclass(frozen=True)
@@ -88,9 +89,9 @@ def to_images(x:torch.Tensor)->np.ndarray:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 # %% ../nbs/13_world_base.ipynb #5986d1b4
-def config_key(world:WorldConfig, base:BaseConfig)->str:
-    "A short hash of the world and base configs."
-    blob = json.dumps({"world": asdict(world), "base": asdict(base)}, sort_keys=True, default=str)
+def config_key(world:WorldConfig, base:BaseConfig|None)->str:
+    "A short hash of the world and base configs (of the world alone when `base` is None)."
+    blob = json.dumps({"world": asdict(world), "base": asdict(base) if base else None}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 def pretrain_base(
@@ -171,7 +172,7 @@ def ensure_base_model(
 class SampleConfig:
     "How images are generated from a world model."
     num_steps:int = 20       # DDIM steps
-    guidance_scale:float = 3.0 # classifier-free guidance
+    guidance_scale:float = 1.0 # classifier-free guidance (1: none, the world's evaluation sampler)
     batch_size:int = 256     # images denoised at once
 
 def generate(
@@ -196,31 +197,84 @@ def generate(
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 # %% ../nbs/13_world_base.ipynb #f580fc1b
+@dataclass(frozen=True)
+class Contributor:
+    "A generator of the world's Pick-a-Pic: the renderer's base distribution with its own flaw rate and flaw kinds."
+    name:str
+    flaw_rate:float = 0.5 # probability that one of its images is flawed
+    kinds:tuple = ()      # the flaw kinds it makes, weighted as in the world's mix; empty: every kind
+
+    def world(self, world:WorldConfig)->WorldConfig:
+        "The world as this contributor draws it."
+        mix = {k: w for k, w in world.flaw_mix.items() if not self.kinds or k in self.kinds}
+        return replace(world, flaw_rate=self.flaw_rate, flaw_mix=mix)
+
+CONTRIBUTORS = {c.name: c for c in (
+    Contributor("mixed"),
+    Contributor("sloppy", 0.6, ("blur", "noise", "low_contrast", "off_centre", "tinted_background")),
+    Contributor("unfaithful", 0.4, ("wrong_colour", "wrong_shape", "wrong_size", "wrong_background")))}
+PAIR_SOURCES = ("contributors", "base_model", "clean")
+
+# %% ../nbs/13_world_base.ipynb #7931e5bb
+def offpolicy_images(
+    prompts:list,           # N prompts
+    source:str,             # `contributors` or `clean`
+    seed:int,               # with the row, fixes the contributor and the draw
+    world:WorldConfig=None, # the world
+    rows=None,              # N row numbers (default 0..N-1): image i is a pure function of (seed, rows[i])
+)->tuple[np.ndarray, list]: # (N, H, W, 3) uint8 images, N generator names
+    "Images no model of the world made: contributor draws, or clean renders."
+    world = world or WorldConfig()
+    if source not in ("contributors", "clean"):
+        raise ValueError(f"off-policy images come from `contributors` or `clean`, found {source!r}")
+    names, imgs = list(CONTRIBUTORS), []
+    for p, r in zip(prompts, range(len(prompts)) if rows is None else rows):
+        rng = np.random.default_rng([int(seed), int(r), 0xC0])
+        if source == "clean": imgs.append((render(p, rng, cfg=world), "clean_render")); continue
+        c = CONTRIBUTORS[names[rng.integers(len(names))]]
+        imgs.append((sample_base(p, int(rng.integers(2**31)), c.world(world))[0], c.name))
+    if not imgs: return np.zeros((0, world.resolution, world.resolution, 3), np.uint8), []
+    return np.stack([x for x, _ in imgs]), [n for _, n in imgs]
+
+# %% ../nbs/13_world_base.ipynb #23782593
 def _png(img:np.ndarray)->bytes:
     buf = io.BytesIO(); Image.fromarray(img).save(buf, format="PNG"); return buf.getvalue()
 
+def label_pairs(
+    prompts:list,           # N captions
+    a, b,                   # (N, H, W, 3) uint8: image 0 and image 1 of each pair
+    models_a, models_b,     # N generator names each
+    world:WorldConfig,      # the oracle and its Bradley–Terry temperature
+    seed:int,               # label draws
+)->pd.DataFrame:            # the Pick-a-Pic v2 columns, plus oracle_0 / oracle_1
+    "Score both images with the oracle and draw Bradley–Terry labels: one Pick-a-Pic row per pair."
+    sa, sb = oracle_scores(a, prompts, world), oracle_scores(b, prompts, world)
+    labels = bt_label(sa, sb, world.oracle_temperature, np.random.default_rng([seed, 1])).astype(float)
+    return pd.DataFrame({"caption": prompts, "jpg_0": [_png(x) for x in a], "jpg_1": [_png(x) for x in b],
+                         "label_0": labels, "label_1": 1.0 - labels, "model_0": list(models_a), "model_1": list(models_b),
+                         "oracle_0": sa, "oracle_1": sb})
+
 def make_world_pairs(
-    model_dir,              # the base model (diffusers format)
     out_file,               # the parquet file to write (atomically)
+    source:str="contributors", # `contributors`, `base_model` or `clean` (PAIR_SOURCES)
+    model_dir=None,         # the base model (diffusers format), for `base_model`
     world:WorldConfig=None, # the world: prompts, oracle, temperature
-    pairs_per_prompt:int=8, # pairs per training prompt
+    pairs_per_prompt:int=32, # pairs per training prompt
     seed:int=0,             # generation noise and label draws
-    sample:SampleConfig=None,
-    device=None,            # where to generate (default: the CPU)
+    sample:SampleConfig=None, # the base model's sampler, for `base_model`
+    device=None,            # where the base model generates (default: the CPU)
 )->Path:                    # `out_file`
-    "Generate, score and label preference pairs on the training prompts, in the Pick-a-Pic v2 schema."
+    "Make, score and label preference pairs on the training prompts, in the Pick-a-Pic v2 schema."
     world = world or WorldConfig()
-    comps = load_components(model_dir, device=device)
+    if source not in PAIR_SOURCES: raise ValueError(f"unknown pair source {source!r}; valid: {', '.join(PAIR_SOURCES)}")
     prompts = [p for p in split_prompts(world)["train"] for _ in range(pairs_per_prompt)]
     n = len(prompts)
-    seeds = np.arange(2 * n) + seed * 1_000_000
-    imgs = generate(comps, prompts + prompts, seeds, sample)
-    a, b = imgs[:n], imgs[n:]
-    sa, sb = oracle_scores(a, prompts, world), oracle_scores(b, prompts, world)
-    labels = bt_label(sa, sb, world.oracle_temperature, np.random.default_rng([seed, 1]))
-    df = pd.DataFrame({"caption": prompts, "jpg_0": [_png(x) for x in a], "jpg_1": [_png(x) for x in b],
-                       "label_0": labels.astype(float), "label_1": 1.0 - labels.astype(float),
-                       "oracle_0": sa, "oracle_1": sb})
+    if source == "base_model":
+        if model_dir is None: raise ValueError("pair source `base_model` needs the base model's directory (model_dir)")
+        imgs = generate(load_components(model_dir, device=device), prompts + prompts, np.arange(2 * n) + seed * 1_000_000, sample)
+        models = ["base_model"] * (2 * n)
+    else: imgs, models = offpolicy_images(prompts + prompts, source, seed, world)
+    df = label_pairs(prompts, imgs[:n], imgs[n:], models[:n], models[n:], world, seed)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.{os.getpid()}.tmp")
@@ -234,9 +288,13 @@ def world_from_config(cfg:dict)->tuple[WorldConfig, BaseConfig]:
     return WorldConfig(oracle_temperature=cfg["world_oracle_temperature"]), BaseConfig(steps=cfg["world_base_steps"])
 
 def _pairs_file(cfg:dict, world:WorldConfig, base:BaseConfig)->Path:
-    "Where the pairs of this world, base model, count, seed and sampler are cached."
-    return Path(cfg["world_cache_dir"]) / (f"pairs-{config_key(world, base)}-n{cfg['world_pairs_per_prompt']}"
-                                           f"-s{cfg['world_pairs_seed']}-g{cfg['world_pairs_guidance_scale']:g}.parquet")
+    "Where the pairs of this source, world, count and seed (and, for on-policy pairs, base model and sampler) are cached."
+    source = cfg["world_pairs_source"]
+    on_policy = source == "base_model"
+    key = config_key(world, base if on_policy else None)
+    sampler = f"-g{cfg['world_pairs_guidance_scale']:g}" if on_policy else ""
+    return Path(cfg["world_cache_dir"]) / (f"pairs-{source}-{key}-n{cfg['world_pairs_per_prompt']}"
+                                           f"-s{cfg['world_pairs_seed']}{sampler}.parquet")
 
 def build_world(cfg:dict, progress:bool=True, base:BaseConfig=None)->dict:
     "Build (or find) the world's base model and preference pairs; return their paths."
@@ -245,8 +303,8 @@ def build_world(cfg:dict, progress:bool=True, base:BaseConfig=None)->dict:
     model = ensure_base_model(cfg["world_cache_dir"], WorldConfig(), base, progress=progress)  # never sees the oracle
     pairs = _pairs_file(cfg, world, base)
     if not pairs.is_file():
-        make_world_pairs(model, pairs, world, pairs_per_prompt=cfg["world_pairs_per_prompt"], seed=cfg["world_pairs_seed"],
-                         sample=SampleConfig(guidance_scale=cfg["world_pairs_guidance_scale"]))
+        make_world_pairs(pairs, cfg["world_pairs_source"], model, world, pairs_per_prompt=cfg["world_pairs_per_prompt"],
+                         seed=cfg["world_pairs_seed"], sample=SampleConfig(guidance_scale=cfg["world_pairs_guidance_scale"]))
     return {"model_path": str(model), "data_path": str(pairs)}
 
 def resolve_world(

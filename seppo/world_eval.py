@@ -13,8 +13,8 @@ import pandas as pd
 from .models import Components, load_components
 from .world import WorldConfig, oracle_scores, split_prompts
 from .world_base import SampleConfig, generate
-from .world_metrics import (attribute_matches, clean_reference_images, diversity, frechet_distance,
-                                 world_features)
+from .world_metrics import (attribute_matches, clean_reference_images, diversity, frechet_by_block,
+                                 frechet_distance, world_features)
 
 # %% auto #0
 __all__ = ['EvalConfig', 'eval_seeds', 'score_images', 'evaluate_world', 'win_rate']
@@ -27,6 +27,12 @@ class EvalConfig:
     seed:int = 1                 # evaluation noise (not a training seed)
     fd_references_per_prompt:int = 8 # clean renders per prompt in the Fréchet reference set
     sample:SampleConfig = field(default_factory=SampleConfig)
+
+    @classmethod
+    def from_config(cls, cfg:dict, images_per_prompt:int|None=None)->EvalConfig:
+        "The evaluation a flat config's `eval_*` keys describe."
+        return cls(images_per_prompt=images_per_prompt or cfg["eval_images_per_prompt"], seed=cfg["eval_seed"],
+                   sample=SampleConfig(num_steps=cfg["eval_num_steps"], guidance_scale=cfg["eval_guidance_scale"]))
 
 def eval_seeds(num_prompts:int, images_per_prompt:int, seed:int)->np.ndarray:
     "The noise seed of every (prompt, image), prompt-major."
@@ -68,9 +74,11 @@ def evaluate_world(
         images = generate(comps, ps, seeds, ev.sample)
         df = score_images(images, ps, world).assign(split=split, seed=seeds)
         refs = clean_reference_images(prompts, world, n_per_prompt=ev.fd_references_per_prompt, seed=ev.seed)
+        fi, fr = world_features(images), world_features(refs)
         summary |= {f"{split}/oracle_reward": float(df.oracle.mean()),
                     f"{split}/attribute_acc": float(df.attribute_acc.mean()),
-                    f"{split}/fd": frechet_distance(world_features(images), world_features(refs)),
+                    f"{split}/fd": frechet_distance(fi, fr),
+                    **{f"{split}/fd_{k}": v for k, v in frechet_by_block(fi, fr).items()},
                     f"{split}/diversity": diversity([images[i * k:(i + 1) * k] for i in range(len(prompts))]) if k > 1 else float("nan")}
         tables.append(df)
     return pd.concat(tables, ignore_index=True), summary

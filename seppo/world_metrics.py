@@ -15,8 +15,9 @@ from .metrics import Scorer, register_scorer
 from .world import WorldConfig, analyse, image_batch, oracle_scores, parse_prompt, render
 
 # %% auto #0
-__all__ = ['attribute_matches', 'attribute_accuracy', 'world_features', 'frechet_distance', 'clean_reference_images', 'diversity',
-           'psnr', 'ssim', 'WorldScorer', 'world_oracle', 'world_attributes']
+__all__ = ['FEATURE_BLOCKS', 'attribute_matches', 'attribute_accuracy', 'world_features', 'frechet_distance',
+           'clean_reference_images', 'frechet_by_block', 'diversity', 'psnr', 'ssim', 'WorldScorer', 'world_oracle',
+           'world_attributes']
 
 # %% ../nbs/12a_world_metrics.ipynb #29901332
 def attribute_matches(
@@ -98,6 +99,16 @@ def clean_reference_images(
     if n_per_prompt < 1: raise ValueError(f"n_per_prompt must be at least 1, found {n_per_prompt}")
     return np.stack([render(p, np.random.default_rng([seed, k, zlib.crc32(p.encode())]), cfg=cfg)
                      for p in prompts for k in range(n_per_prompt)])
+
+# %% ../nbs/12a_world_metrics.ipynb #92ea9d84
+FEATURE_BLOCKS = {"layout": slice(0, 48), "colours": slice(48, 75), "edges": slice(75, 83)} # columns of `world_features`
+
+def frechet_by_block(
+    feats_a:np.ndarray, # (N, 83) `world_features` of one set
+    feats_b:np.ndarray, # (M, 83) of the other
+)->dict:                # block -> Fréchet distance of those columns alone
+    "The Fréchet distance of each block of the world's feature map."
+    return {k: frechet_distance(np.asarray(feats_a)[:, s], np.asarray(feats_b)[:, s]) for k, s in FEATURE_BLOCKS.items()}
 
 # %% ../nbs/12a_world_metrics.ipynb #5cd0f690
 def diversity(
