@@ -18,7 +18,7 @@ export PYTHONHASHSEED := 0
 
 PROFILE ?= mini
 
-.PHONY: help install lib test check demo smoke reproduce clean
+.PHONY: help install lib test check demo smoke reproduce controls clean
 
 help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,8 +49,13 @@ check: $(STAMP)  ## fail on unclean notebooks, seppo/ out of sync with nbs/, or 
 demo: $(STAMP)  ## a few SePPO updates of a tiny random model, with a loss/AAF summary
 	$(BIN)/seppo demo
 
-reproduce: $(STAMP)  ## run the missing or stale runs of PROFILE (default mini), then every report; DRY_RUN=1 only plans and estimates
+reproduce: $(STAMP)  ## run the missing or stale runs of PROFILE (default mini), then every report and the README's tables; DRY_RUN=1 only plans and estimates
 	$(BIN)/seppo reproduce --profile $(PROFILE) $(if $(DRY_RUN),--dry-run,)
+	$(if $(DRY_RUN),,$(if $(filter mini,$(PROFILE)),$(BIN)/seppo readme,))
+
+controls: $(STAMP)  ## the control sweep that chose the world's training budget (results/controls), then the README's tables
+	$(BIN)/seppo reproduce --profile controls
+	$(BIN)/seppo readme
 
 smoke: $(STAMP)  ## the reproduce pipeline at toy scale (one seed, a few updates) into build/smoke — what CI runs
 	$(BIN)/seppo reproduce --profile smoke

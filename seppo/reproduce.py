@@ -20,14 +20,16 @@ import pandas as pd
 import yaml
 
 from .config import ConfigError, check_config, config_hash, default_config, read_yaml
+from .stats import paired_deltas
 
 # %% auto #0
-__all__ = ['PROFILE_KEYS', 'SD15_A100_SECONDS', 'RUN_TEMPLATE', 'WORLD_METRICS', 'Profile', 'expand_vars', 'load_profile', 'Run',
-           'run_key', 'experiment_info', 'plan_runs', 'run_status', 'atomic_write_text', 'environment_info',
-           'write_metrics', 'grid_prompts', 'train_summary', 'run_world', 'save_world_run', 'parse_named_paths',
-           'run_paper', 'estimate', 'format_plan', 'check_paths', 'execute_run', 'execute_report', 'reproduce',
-           'collect', 'ci95', 'summarize', 'pm_table', 'markdown_table', 'latex_table', 'write_table', 'save_figure',
-           'prompt_win_rate', 'report_experiment']
+__all__ = ['PROFILE_KEYS', 'SD15_A100_SECONDS', 'RUN_TEMPLATE', 'CLAIMS_FILE', 'CLAIMS_REPORT', 'WORLD_METRICS', 'Profile',
+           'expand_vars', 'load_profile', 'Run', 'run_key', 'experiment_info', 'plan_runs', 'run_status',
+           'atomic_write_text', 'environment_info', 'write_metrics', 'grid_prompts', 'train_summary', 'run_world',
+           'save_world_run', 'parse_named_paths', 'run_paper', 'estimate', 'format_plan', 'check_paths', 'execute_run',
+           'execute_report', 'claims_apply', 'reproduce', 'collect', 'ci95', 'summarize', 'pm_table', 'markdown_table',
+           'latex_table', 'write_table', 'save_figure', 'prompt_win_rate', 'runtime_table', 'report_experiment',
+           'sync_readme']
 
 # %% ../nbs/20_reproduce.ipynb #f2ff246f
 PROFILE_KEYS = ("description", "processes", "seeds", "experiments", "results_dir", "figures_dir", "work_dir", "config", "paper_numbers")
@@ -36,7 +38,7 @@ PROFILE_KEYS = ("description", "processes", "seeds", "experiments", "results_dir
 class Profile:
     "A reproduction profile: seeds, experiments, output folders and the flat keys every run shares."
     name:str
-    seeds:list
+    seeds:list            # the training seeds of every experiment without its own list
     experiments:list
     results_dir:Path
     figures_dir:Path
@@ -45,6 +47,11 @@ class Profile:
     description:str = ""
     processes:int = 1     # training processes per run (GPUs); >1 launches `accelerate launch --multi_gpu`
     paper_numbers:dict = field(default_factory=dict)
+    experiment_seeds:dict = field(default_factory=dict) # experiment -> its own seed list
+
+    def seeds_for(self, experiment:str)->list:
+        "The training seeds of `experiment`."
+        return self.experiment_seeds.get(experiment, self.seeds)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -77,18 +84,24 @@ def load_profile(
     if unknown: raise ConfigError(f"{path}: unknown profile key {unknown[0]!r}; valid: {', '.join(PROFILE_KEYS)}")
     for k in ("seeds", "experiments", "config"):
         if k not in raw: raise ConfigError(f"{path}: missing key {k!r}")
-    if not raw["seeds"] or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw["seeds"]):
-        raise ConfigError(f"{path}: seeds must be a non-empty list of integers, found {raw['seeds']!r}")
+    seeds = raw["seeds"] if isinstance(raw["seeds"], dict) else {"default": raw["seeds"]}
+    if "default" not in seeds: raise ConfigError(f"{path}: seeds as a mapping needs a `default` list, found keys {sorted(seeds)}")
+    for k, v in seeds.items():
+        if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+            raise ConfigError(f"{path}: seeds{'' if k == 'default' else '.' + str(k)} must be a non-empty list of integers, found {v!r}")
+    stray = sorted(set(seeds) - {"default"} - set(raw["experiments"]))
+    if stray: raise ConfigError(f"{path}: seeds names experiment {stray[0]!r}, which is not in experiments {raw['experiments']}")
     local_file = root / "configs" / "local.yaml"
     local = (yaml.safe_load(local_file.read_text()) or {}) if local_file.is_file() else {}
     cfg = {k: expand_vars(v, local, f"{path} config.{k}") for k, v in (raw["config"] or {}).items()}
     cfg = check_config(cfg, source=str(path))
     d = lambda k, default: root / raw.get(k, default)
-    return Profile(name=path.stem, seeds=list(raw["seeds"]), experiments=list(raw["experiments"]),
+    return Profile(name=path.stem, seeds=list(seeds["default"]), experiments=list(raw["experiments"]),
                    results_dir=d("results_dir", "results"), figures_dir=d("figures_dir", "figures"),
                    work_dir=d("work_dir", f"runs/{path.stem}"), config=cfg, description=raw.get("description", ""),
                    processes=int(raw.get("processes", 1)),
-                   paper_numbers=raw.get("paper_numbers") or {})
+                   paper_numbers=raw.get("paper_numbers") or {},
+                   experiment_seeds={k: list(v) for k, v in seeds.items() if k != "default"})
 
 # %% ../nbs/20_reproduce.ipynb #a52b920b
 @dataclass
@@ -125,10 +138,14 @@ def experiment_info(root:Path, name:str)->dict:
                              "as other types: rename the variant or quote it)")
     missing = [v for v in variants if v not in files]
     if missing: raise FileNotFoundError(f"{f}: variant {missing[0]!r} has no file {d / (missing[0] + '.yaml')}")
-    valid = ("title", "variants", "variants_from", "baseline", "figures", "report", "config")
+    valid = ("title", "variants", "variants_from", "baseline", "compare", "figures", "report", "config")
     unknown = sorted(set(info) - set(valid))
     if unknown: raise ValueError(f"{f}: unknown key {unknown[0]!r}; valid: {', '.join(valid)}")
-    return {"title": info.get("title", name), "variants": variants, "baseline": info.get("baseline"), "figures": info.get("figures") or [],
+    compare = info.get("compare") or []
+    stray = [c for c in compare if c not in variants]
+    if stray: raise ValueError(f"{f}: compare names {stray[0]!r}, which is not one of the variants {variants}")
+    return {"title": info.get("title", name), "variants": variants, "baseline": info.get("baseline"), "compare": compare,
+            "figures": info.get("figures") or [],
             "report": info.get("report", f"nbs/reports/{name}.ipynb"), "dir": d,
             "config": check_config(info.get("config") or {}, source=f"{f} config")}
 
@@ -145,7 +162,8 @@ def plan_runs(
         for variant in info["variants"]:
             vfile = info["dir"] / f"{variant}.yaml"
             base_cfg = default_config() | profile.config | info["config"] | read_yaml(vfile)
-            for seed in (profile.seeds if base_cfg["run_train"] else profile.seeds[:1]):
+            seeds = profile.seeds_for(exp)
+            for seed in (seeds if base_cfg["run_train"] else seeds[:1]):
                 rec = profile.results_dir / "runs" / exp / variant / f"seed{seed}"
                 cfg = base_cfg | {"train_seed": seed, "output_dir": str(profile.work_dir / exp / variant / f"seed{seed}")}
                 key = run_key(cfg)
@@ -196,10 +214,8 @@ def write_metrics(
 
 # %% ../nbs/20_reproduce.ipynb #2e680158
 def _eval_config(cfg:dict, images_per_prompt:int|None=None):
-    from seppo.world_base import SampleConfig
     from seppo.world_eval import EvalConfig
-    return EvalConfig(images_per_prompt=images_per_prompt or cfg["eval_images_per_prompt"], seed=cfg["eval_seed"],
-                      sample=SampleConfig(num_steps=cfg["eval_num_steps"], guidance_scale=cfg["eval_guidance_scale"]))
+    return EvalConfig.from_config(cfg, images_per_prompt)
 
 def grid_prompts(cfg:dict)->list[str]:
     "The prompts of a run's sample grid: half from the training split, half held out."
@@ -379,15 +395,23 @@ def execute_run(run:Run, profile:Profile, root:Path)->Path:
                         cwd=str(root), progress_bar=False, log_output=False)
     return executed
 
-def execute_report(exp:str, profile:Profile, root:Path)->Path:
-    "Execute an experiment's report notebook with papermill."
+CLAIMS_FILE, CLAIMS_REPORT = "configs/claims.yaml", "nbs/reports/claims.ipynb"
+
+def execute_report(exp:str, profile:Profile, root:Path, notebook:str|None=None)->Path:
+    "Execute an experiment's report notebook (or `notebook`, e.g. the claims report) with papermill."
     import papermill as pm
-    info = experiment_info(root, exp)
+    notebook = notebook or experiment_info(root, exp)["report"]
     out = profile.work_dir / "reports" / f"{exp}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(root / info["report"]), str(out), kernel_name="python3", language="python", cwd=str(root), progress_bar=False,
+    pm.execute_notebook(str(root / notebook), str(out), kernel_name="python3", language="python", cwd=str(root), progress_bar=False,
                         parameters={"profile": profile.name, "experiment": exp})
     return out
+
+def claims_apply(profile:Profile, root:Path)->bool:
+    "Whether the profile runs an experiment that `configs/claims.yaml` draws a claim from."
+    f = Path(root) / CLAIMS_FILE
+    claims = (yaml.safe_load(f.read_text()) or []) if f.is_file() else []
+    return any(isinstance(c, dict) and c.get("experiment") in profile.experiments for c in claims)
 
 def reproduce(
     profile:str,           # profile name or file
@@ -429,6 +453,11 @@ def reproduce(
             try: execute_report(exp, prof, root); log(f"report {exp}: {time.time() - t:.0f} s")
             except Exception as e:                                       # noqa: BLE001
                 log(f"report {exp} FAILED: {_short_error(e)}"); return 1
+        if not only and claims_apply(prof, root):                        # the claims need every experiment's runs
+            t = time.time()
+            try: execute_report("claims", prof, root, CLAIMS_REPORT); log(f"report claims: {time.time() - t:.0f} s")
+            except Exception as e:                                       # noqa: BLE001
+                log(f"report claims FAILED: {_short_error(e)}"); return 1
     return 0
 
 def _short_error(e:Exception)->str:
@@ -459,22 +488,26 @@ def ci95(values)->tuple[float, float]:
 def summarize(
     df:pd.DataFrame,       # from `collect`, one experiment
     metrics:list,          # metric columns
-    baseline:str|None=None, # a variant: add paired changes against it
+    baseline:str|None=None, # a variant: add paired changes against it (`Δ<metric>`)
     order:list|None=None,  # variant order
-)->pd.DataFrame:           # one row per variant: n, then per metric mean, ci95 (and delta, delta_ci95)
-    "Mean ± 95 % interval over seeds per variant, and the change against the baseline."
+    compare:list=(),       # more variants to compare every row with (`Δ<metric> vs <variant>`)
+)->pd.DataFrame:           # one row per variant: n, then per metric mean, ci95 (and each Δ with its ci95)
+    "Mean ± 95 % interval over seeds per variant, and the paired changes against the baseline and the compare variants."
+    present = set(df.variant)
+    refs = [(baseline, "")] * (baseline is not None) + [(c, f" vs {c}") for c in compare]
     rows = []
     for v in (order or list(dict.fromkeys(df.variant))):
         d = df[df.variant == v]
         row = {"variant": v, "seeds": len(d)}
         for m in metrics:
             row[m], row[f"{m} ci95"] = ci95(d[m])
-            if baseline is not None and v != baseline:
-                b = df[df.variant == baseline][m]
-                delta = d[m].to_numpy() - (b.mean() if len(b) == 1 else b.to_numpy()[: len(d)])
-                row[f"Δ{m}"], row[f"Δ{m} ci95"] = ci95(delta)
+            for ref, suffix in refs:
+                if ref == v or ref not in present or d.empty: continue
+                row[f"Δ{m}{suffix}"], row[f"Δ{m}{suffix} ci95"] = ci95(paired_deltas(df, m, v, ref))
         rows.append(row)
-    return pd.DataFrame(rows)
+    order = ["variant", "seeds"] + [c for m in metrics for c in (m, f"{m} ci95", *(f"Δ{m}{x}{ci}" for _, x in refs for ci in ("", " ci95")))]
+    out = pd.DataFrame(rows)
+    return out[[c for c in order if c in out]]
 
 # %% ../nbs/20_reproduce.ipynb #ab57ac10
 def pm_table(summary:pd.DataFrame, metrics:dict, digits:int=3, delta:bool=True)->pd.DataFrame:
@@ -483,8 +516,9 @@ def pm_table(summary:pd.DataFrame, metrics:dict, digits:int=3, delta:bool=True)-
     fmt = lambda m, c: "–" if pd.isna(m) else (f"{m:.{digits}f}" if pd.isna(c) else f"{m:.{digits}f} ± {c:.{digits}f}")
     for col, head in metrics.items():
         out[head] = [fmt(m, c) for m, c in zip(summary[col], summary[f"{col} ci95"])]
-        if delta and f"Δ{col}" in summary:
-            out[f"Δ {head}"] = [fmt(m, c) if not pd.isna(m) else "–" for m, c in zip(summary[f"Δ{col}"], summary[f"Δ{col} ci95"])]
+        if not delta: continue
+        for d in [c for c in summary.columns if c.startswith(f"Δ{col}") and not c.endswith(" ci95")]:   # Δ, then Δ vs ...
+            out[f"Δ {head}{d[len(col) + 1:]}"] = [fmt(m, c) for m, c in zip(summary[d], summary[f"{d} ci95"])]
     return out
 
 def markdown_table(table:pd.DataFrame)->str:
@@ -535,6 +569,27 @@ def prompt_win_rate(run_dir:str|Path, base_dir:str|Path, column:str="oracle")->d
     from seppo.world_eval import win_rate
     return win_rate(pd.read_csv(Path(run_dir) / "prompts.csv"), pd.read_csv(Path(base_dir) / "prompts.csv"), column)
 
+def runtime_table(
+    profile:str|Profile,   # profile name, file or Profile
+    root:str|Path=".",     # the project root
+)->pd.DataFrame:           # one row per training method and a total: runs, updates, median s/update, median and summed run time
+    "What a profile's distinct runs cost, from their own timers (training, curve and evaluation; not papermill's start-up)."
+    root = Path(root)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
+    rows = []
+    for r in plan_runs(prof, root):
+        if r.same_as: continue
+        if run_status(r) != "done": raise FileNotFoundError(f"{r.metrics_file}: missing or stale — run `make reproduce` first")
+        t = json.loads(r.metrics_file.read_text()).get("train") or {}
+        rows.append({"method": r.config["train_method"] if r.config["run_train"] else "none (evaluation only)",
+                     "updates": t.get("updates", 0), "s/update": t.get("seconds_per_update", np.nan), "s": t.get("total_seconds", np.nan)})
+    df = pd.DataFrame(rows)
+    g = df.groupby("method", sort=False)
+    out = pd.DataFrame({"runs": g.size(), "updates per run": g.updates.median().astype(int), "median s/update": g["s/update"].median(),
+                        "median s per run": g.s.median(), "total min": g.s.sum() / 60})
+    out.loc["all"] = [len(df), np.nan, np.nan, df.s.median(), df.s.sum() / 60]
+    return out.reset_index().rename(columns={"index": "method"})
+
 # %% ../nbs/20_reproduce.ipynb #05b8545e
 WORLD_METRICS = {"oracle_reward": "oracle reward", "win_rate": "win rate vs base", "attribute_acc": "attribute acc.",
                  "fd": "FD ↓", "diversity": "diversity"}
@@ -547,10 +602,10 @@ def _with_win_rates(df:pd.DataFrame, baseline:str)->pd.DataFrame:
     for split in wr[0]: df[f"{split}/win_rate"] = [w[split] for w in wr]
     return df
 
-def _curve_figure(df:pd.DataFrame, variants:list):
+def _curve_figure(df:pd.DataFrame, info:dict):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for v in variants:
+    for v in info["variants"]:
         curves = [pd.read_csv(Path(d) / "curve.csv") for d in df[df.variant == v].record_dir if (Path(d) / "curve.csv").is_file()]
         if not curves: continue
         c = pd.concat(curves).groupby("update").oracle_reward
@@ -560,10 +615,10 @@ def _curve_figure(df:pd.DataFrame, variants:list):
     ax.set_xlabel("update"); ax.set_ylabel("oracle reward (training prompts)"); ax.legend(title="reference"); ax.grid(alpha=0.3)
     return fig
 
-def _aaf_figure(df:pd.DataFrame, variants:list):
+def _aaf_figure(df:pd.DataFrame, info:dict):
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for i, v in enumerate(variants):
+    for i, v in enumerate(info["variants"]):
         d = df[df.variant == v]
         logs = [pd.read_csv(Path(x) / "log.csv") for x in d.record_dir if (Path(x) / "log.csv").is_file()]
         if not logs or "aaf_rate" not in logs[0]: continue                 # the base model: no training log
@@ -575,11 +630,11 @@ def _aaf_figure(df:pd.DataFrame, variants:list):
     a2.grid(alpha=0.3)
     return fig
 
-def _grid_figure(df:pd.DataFrame, variants:list):
+def _grid_figure(df:pd.DataFrame, info:dict):
     import matplotlib.pyplot as plt
     from PIL import Image
     rows = []
-    for v in variants:
+    for v in info["variants"]:
         d = df[df.variant == v].sort_values("seed")
         if d.empty: continue
         rows.append((v, np.asarray(Image.open(Path(d.record_dir.iloc[0]) / "grid.png"))))
@@ -592,6 +647,28 @@ def _grid_figure(df:pd.DataFrame, variants:list):
         ax.set_xticklabels([p.replace(" on a ", "\non ").replace("a ", "", 1) for p in prompts] if ax is axes[-1, 0] else [],
                            fontsize=6)
     fig.suptitle("same prompts and noise for every model (first seed); left half training prompts, right half held out", fontsize=7)
+    return fig
+
+def _forest_figure(df:pd.DataFrame, info:dict, metric:str="oracle_reward"):
+    import matplotlib.pyplot as plt
+    from seppo.stats import delta_interval
+    present = set(df.variant)
+    refs = [r for r in [info["baseline"], *info["compare"]] if r in present]
+    rows = [v for v in info["variants"] if v in present]
+    fig, axes = plt.subplots(1, len(refs), figsize=(3.4 * len(refs), 0.42 * len(rows) + 1.3), sharey=True, squeeze=False)
+    y = {v: len(rows) - 1 - i for i, v in enumerate(rows)}
+    for ax, ref in zip(axes[0], refs):
+        for k, split in enumerate(("train", "heldout")):
+            for v in rows:
+                if v == ref: continue
+                c = delta_interval(paired_deltas(df, f"{split}/{metric}", v, ref))
+                err = [[0], [0]] if c["low"] is None else [[c["mean"] - c["low"]], [c["high"] - c["mean"]]]
+                ax.errorbar(c["mean"], y[v] + 0.14 - 0.28 * k, xerr=err, fmt="o", ms=4, capsize=2, color=f"C{k}",
+                            label={"train": "training prompts", "heldout": "held-out prompts"}[split] if v == next(r for r in rows if r != ref) else None)
+        ax.axvline(0, color="black", lw=0.8); ax.grid(alpha=0.3, axis="x")
+        ax.set_title(f"Δ {metric.replace('_', ' ')} vs {ref}", fontsize=9); ax.set_xlabel("paired by seed, mean ± 95 % interval", fontsize=7)
+    axes[0, 0].set_yticks(list(y.values())); axes[0, 0].set_yticklabels(list(y))
+    axes[0, -1].legend(fontsize=7, loc="best")
     return fig
 
 def report_experiment(
@@ -615,9 +692,10 @@ def report_experiment(
     for split in splits:
         if world: cols = {f"{split}/{k}": h for k, h in WORLD_METRICS.items() if f"{split}/{k}" in df}
         else: cols = {c: c.split("/", 1)[1].rsplit("/", 1)[0] for c in df.columns if c.startswith(f"{split}/") and c.endswith("/mean")}
-        s = summarize(df, list(cols), baseline=baseline, order=variants)
+        s = summarize(df, list(cols), baseline=baseline, order=variants, compare=info["compare"])
         t = pm_table(s, cols)
-        t = t.drop(columns=[c for c in t.columns if c.startswith("Δ ") and c != "Δ " + next(iter(cols.values()), "")])
+        first = "Δ " + next(iter(cols.values()), "")
+        t = t.drop(columns=[c for c in t.columns if c.startswith("Δ ") and not (c == first or c.startswith(first + " vs "))])
         for metric, values in paper.items():
             if metric.startswith(split + "/"): t[f"paper: {metric}"] = [values.get(v, "–") for v in t.variant]
         name = f"{experiment}_{split}"
@@ -625,11 +703,39 @@ def report_experiment(
         files += write_table(t, s, prof.results_dir / "tables" / name, caption=cap)
         out[split] = t
     figs = info["figures"]
-    makers = {"grid": _grid_figure, "curve": _curve_figure, "aaf": _aaf_figure}
+    makers = {"grid": _grid_figure, "curve": _curve_figure, "aaf": _aaf_figure, "forest": _forest_figure}
     for f in figs:
         if f not in makers: raise ConfigError(f"{info['dir'] / 'experiment.yaml'}: unknown figure {f!r}; valid: {', '.join(makers)}")
         if not world: continue                                           # paper runs keep their images under eval/
-        fig = makers[f](df, variants)
+        fig = makers[f](df, info)
         files += save_figure(fig, prof.figures_dir / f"{experiment}_{f}")
         plt.close(fig)
     return {"tables": out, "files": files, "runs": df}
+
+# %% ../nbs/20_reproduce.ipynb #4e10012c
+_BLOCK = re.compile(r"(<!-- generated from (?P<path>[^\s]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+def _table_text(path:Path)->str:
+    "The markdown table of a generated file: from its first table line on."
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = next((i for i, l in enumerate(lines) if l.startswith("|")), None)
+    if first is None: raise ValueError(f"{path} holds no markdown table")
+    return "\n".join(lines[first:]).rstrip() + "\n"
+
+def sync_readme(
+    readme:str|Path="README.md", # the file with generated blocks
+    root:str|Path=".",           # paths in the blocks are relative to this
+    check:bool=False,            # only list the blocks that differ; write nothing
+)->list[str]:                    # the paths whose block differed (and, unless check, was rewritten)
+    "Rewrite (or check) every generated block of the README from the committed file it names."
+    readme, root = Path(readme), Path(root)
+    text, stale = readme.read_text(encoding="utf-8"), []
+    def fill(m):
+        f = root / m.group("path")
+        if not f.is_file(): raise FileNotFoundError(f"{readme}: a generated block names {m.group('path')}, which does not exist")
+        body = _table_text(f)
+        if body != m.group("body"): stale.append(m.group("path"))
+        return m.group(1) + body + m.group(4)
+    new = _BLOCK.sub(fill, text)
+    if stale and not check: atomic_write_text(readme, new)
+    return stale
