@@ -45,39 +45,56 @@ def metrics_files(root):
 def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     root = scratch_root(tmp_path)
     r = reproduce(root, "--profile", "smoke")
-    assert "15 run(s) to execute" in r.stdout, r.stdout
+    assert "16 run(s) to execute" in r.stdout, r.stdout
     res, figs = root / "build/smoke/results", root / "build/smoke/figures"
     # every table in three formats from one DataFrame, every figure in two
-    for exp in ("e1_main", "e2_reference", "e3_aaf", "e4_unguided"):
+    variants = {"e1_main": ["base", "random_labels", "clean_renders", "sft", "dpo", "seppo"],
+                "e2_reference": ["base", "initial", "latest", "random"],
+                "e3_aaf": ["base", "sign", "indicator", "sft", "none"],
+                "e4_on_policy": ["base", "random_labels", "sft", "dpo", "seppo"]}
+    for exp in variants:
         for split in ("train", "heldout"):
             stem = res / "tables" / f"{exp}_{split}"
             md, csv, tex = (stem.with_suffix(s).read_text() for s in (".md", ".csv", ".tex"))
             df = pd.read_csv(stem.with_suffix(".csv"))
-            assert list(df.variant) == {"e1_main": ["base", "random_labels", "sft", "dpo", "seppo"],
-                                        "e2_reference": ["base", "initial", "latest", "random"],
-                                        "e3_aaf": ["base", "sign", "indicator", "sft", "none"],
-                                        "e4_unguided": ["base", "random_labels", "sft", "dpo", "seppo"]}[exp]
+            assert list(df.variant) == variants[exp]
             for col in (f"{split}/oracle_reward", f"{split}/win_rate", f"{split}/attribute_acc", f"{split}/fd",
                         f"Δ{split}/oracle_reward"):
                 assert col in df, (exp, col)
             assert "| variant" in md and "oracle reward" in md and r"\toprule" in tex
-    for name in ("e1_main_grid", "e1_main_curve", "e2_reference_curve", "e3_aaf_aaf", "e3_aaf_grid", "e4_unguided_curve"):
-        assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file()
+    for exp in ("e1_main", "e4_on_policy"):                                 # read against the null control and SFT^w
+        df = pd.read_csv(res / "tables" / f"{exp}_train.csv").set_index("variant")
+        assert pd.isna(df.loc["sft", "Δtrain/oracle_reward vs sft"])
+        assert abs(df.loc["seppo", "Δtrain/oracle_reward vs sft"]
+                   - (df.loc["seppo", "train/oracle_reward"] - df.loc["sft", "train/oracle_reward"])) < 1e-4  # one seed
+        assert "Δ oracle reward vs random_labels" in (res / "tables" / f"{exp}_train.md").read_text()
+    for name in ("e1_main_grid", "e1_main_curve", "e1_main_forest", "e2_reference_curve", "e2_reference_forest",
+                 "e3_aaf_aaf", "e3_aaf_grid", "e4_on_policy_forest", "claims_forest"):
+        assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file(), name
+    # the claims table: every claim on both splits, a computed verdict (one seed: no interval, so inconclusive)
+    claims = pd.read_csv(res / "tables/claims.csv")
+    assert list(claims.id.astype(str).unique()) == ["0", "a", "b1", "b2", "c", "d"] and len(claims) == 12
+    assert set(claims.verdict) == {"inconclusive"} and (claims.seeds == 1).all()
+    e1 = pd.read_csv(res / "tables/e1_main_train.csv").set_index("variant")["train/oracle_reward"]
+    row = claims[(claims.id.astype(str) == "a") & (claims.split == "train")].iloc[0]
+    assert abs(row.delta - (e1["seppo"] - e1["sft"])) < 1e-4
+    assert "inconclusive at this power" in (res / "tables/claims.md").read_text()
     # records: merged config, environment, metrics with the config hash; identical runs shared
     m = json.loads((res / "runs/e1_main/seppo/seed0/metrics.json").read_text())
     assert len(m["config_hash"]) == 16 and m["metrics"]["train/oracle_reward"] > 0 and m["train"]["updates"] == 4
     assert not (res / "runs/e2_reference/random").exists() and not (res / "runs/e3_aaf/sign").exists()
-    # E4 is E1 under its experiment's config block: evaluated without guidance, so trained and recorded again
-    guidance = lambda exp: yaml.safe_load((res / f"runs/{exp}/seppo/seed0/params.yaml").read_text())["eval_guidance_scale"]
-    assert (guidance("e1_main"), guidance("e4_unguided")) == (3.0, 1.0)
+    # E4 is E1 under its experiment's config block: trained on the base model's own samples, so trained again
+    source = lambda exp, v: yaml.safe_load((res / f"runs/{exp}/{v}/seed0/params.yaml").read_text())["world_pairs_source"]
+    assert (source("e1_main", "seppo"), source("e4_on_policy", "seppo"), source("e1_main", "clean_renders")) == \
+        ("contributors", "base_model", "clean")
     curve = pd.read_csv(res / "runs/e2_reference/latest/seed0/curve.csv")
     assert list(curve["update"]) == [0, 2, 4]
     before = metrics_files(root)
-    assert len(before) == 15
+    assert len(before) == 16
 
     # a second reproduce runs nothing and rewrites no record
     r = reproduce(root, "--profile", "smoke")
-    assert "0 run(s) to execute, 15 up to date" in r.stdout, r.stdout
+    assert "0 run(s) to execute, 16 up to date" in r.stdout, r.stdout
     assert metrics_files(root) == before
 
     # editing one variant re-runs exactly that variant
@@ -135,3 +152,11 @@ def test_mini_profile_runs_the_worlds_default_config():
     mini = load_profile("mini", ROOT).config
     differ = {k: (v, mini.get(k)) for k, v in world.items() if k != "train_checkpoint_every" and mini.get(k) != v}
     assert not differ, f"configs/profiles/mini.yaml and configs/world/common.yaml disagree: {differ}"
+
+
+def test_readme_tables_are_the_committed_results():
+    "Every table the README quotes is a generated block equal to the committed file it names (`seppo readme`)."
+    from seppo.reproduce import sync_readme
+    text = (ROOT / "README.md").read_text()
+    assert text.count("<!-- generated from ") >= 3, "the README quotes its tables through generated blocks"
+    assert sync_readme(ROOT / "README.md", ROOT, check=True) == [], "README tables differ from results/: run `seppo readme`"
