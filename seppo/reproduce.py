@@ -268,10 +268,10 @@ def run_world(
     if cfg["run_train"] and cfg["eval_curve_every"]:
         rows = []
         cks = sorted((out_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-        for upd, ck in [(0, None)] + [(int(c.name.split("-")[1]), c) for c in cks]:   # 0: the starting model
-            c = load_components(rcfg["model_path"])
-            if ck is not None: load_trained_weights(c.unet, ck / "model.safetensors")
-            _, summ = evaluate_world(c, world, _eval_config(cfg, cfg["eval_curve_images_per_prompt"]), splits=("train",))
+        start = load_components(rcfg["model_path"])                     # update 0; each checkpoint then replaces its weights
+        for upd, ck in [(0, None)] + [(int(p.name.split("-")[1]), p) for p in cks]:
+            if ck is not None: load_trained_weights(start.unet, ck / "model.safetensors")
+            _, summ = evaluate_world(start, world, _eval_config(cfg, cfg["eval_curve_images_per_prompt"]), splits=("train",))
             rows.append({"update": upd, "oracle_reward": summ["train/oracle_reward"], "attribute_acc": summ["train/attribute_acc"]})
         result["curve"] = pd.DataFrame(rows)
         result["train"]["curve_seconds"] = time.time() - t2
