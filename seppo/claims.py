@@ -113,7 +113,8 @@ def report_claims(
     import matplotlib.pyplot as plt
     root = Path(root)
     prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
-    claims = load_claims(claims_file or root / "configs" / "claims.yaml")
+    claims = [c for c in load_claims(claims_file or root / "configs" / "claims.yaml")   # the variants this profile runs
+              if not {c["better"], c["worse"]} & set(prof.skip.get(c["experiment"], ()))]
     runs = {e: collect(prof, root, e) for e in dict.fromkeys(c["experiment"] for c in claims) if e in prof.experiments}
     rows = claim_rows(claims, runs)
     table = claims_display(rows)

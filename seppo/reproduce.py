@@ -32,7 +32,8 @@ __all__ = ['PROFILE_KEYS', 'SD15_A100_SECONDS', 'RUN_TEMPLATE', 'CLAIMS_FILE', '
            'sync_readme']
 
 # %% ../nbs/20_reproduce.ipynb #f2ff246f
-PROFILE_KEYS = ("description", "processes", "seeds", "experiments", "results_dir", "figures_dir", "work_dir", "config", "paper_numbers")
+PROFILE_KEYS = ("description", "processes", "seeds", "experiments", "skip", "results_dir", "figures_dir", "work_dir", "config",
+                "paper_numbers")
 
 @dataclass
 class Profile:
@@ -48,6 +49,11 @@ class Profile:
     processes:int = 1     # training processes per run (GPUs); >1 launches `accelerate launch --multi_gpu`
     paper_numbers:dict = field(default_factory=dict)
     experiment_seeds:dict = field(default_factory=dict) # experiment -> its own seed list
+    skip:dict = field(default_factory=dict) # experiment -> variants this profile does not run
+
+    def variants_of(self, experiment:str, variants:list)->list:
+        "The variants of `experiment` this profile runs, in order."
+        return [v for v in variants if v not in self.skip.get(experiment, ())]
 
     def seeds_for(self, experiment:str)->list:
         "The training seeds of `experiment`."
@@ -91,6 +97,11 @@ def load_profile(
             raise ConfigError(f"{path}: seeds{'' if k == 'default' else '.' + str(k)} must be a non-empty list of integers, found {v!r}")
     stray = sorted(set(seeds) - {"default"} - set(raw["experiments"]))
     if stray: raise ConfigError(f"{path}: seeds names experiment {stray[0]!r}, which is not in experiments {raw['experiments']}")
+    skip = raw.get("skip") or {}
+    if not isinstance(skip, dict) or not all(isinstance(v, list) for v in skip.values()):
+        raise ConfigError(f"{path}: skip must map an experiment to a list of variants, found {skip!r}")
+    stray = sorted(set(skip) - set(raw["experiments"]))
+    if stray: raise ConfigError(f"{path}: skip names experiment {stray[0]!r}, which is not in experiments {raw['experiments']}")
     local_file = root / "configs" / "local.yaml"
     local = (yaml.safe_load(local_file.read_text()) or {}) if local_file.is_file() else {}
     cfg = {k: expand_vars(v, local, f"{path} config.{k}") for k, v in (raw["config"] or {}).items()}
@@ -101,7 +112,7 @@ def load_profile(
                    work_dir=d("work_dir", f"runs/{path.stem}"), config=cfg, description=raw.get("description", ""),
                    processes=int(raw.get("processes", 1)),
                    paper_numbers=raw.get("paper_numbers") or {},
-                   experiment_seeds={k: list(v) for k, v in seeds.items() if k != "default"})
+                   experiment_seeds={k: list(v) for k, v in seeds.items() if k != "default"}, skip=skip)
 
 # %% ../nbs/20_reproduce.ipynb #a52b920b
 @dataclass
@@ -159,7 +170,7 @@ def plan_runs(
     for exp in profile.experiments:
         if only and exp not in only: continue
         info = experiment_info(root, exp)
-        for variant in info["variants"]:
+        for variant in profile.variants_of(exp, info["variants"]):
             vfile = info["dir"] / f"{variant}.yaml"
             base_cfg = default_config() | profile.config | info["config"] | read_yaml(vfile)
             seeds = profile.seeds_for(exp)
@@ -682,6 +693,8 @@ def report_experiment(
     root = Path(root)
     prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
     info = experiment_info(root, experiment)
+    info["variants"] = prof.variants_of(experiment, info["variants"])
+    info["compare"] = [c for c in info["compare"] if c in info["variants"]]
     variants, baseline = info["variants"], info["baseline"]
     df = collect(prof, root, experiment)
     world = prof.config["model_path"] == "world"
