@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from .reproduce import Profile, collect, load_profile, prompt_win_rate, save_figure, write_table
-from .stats import delta_interval, paired_deltas, seeds_to_resolve, verdict
+from .stats import delta_interval, paired_deltas, paired_values, seeds_to_resolve, verdict
 
 # %% auto #0
 __all__ = ['CLAIM_KEYS', 'load_claims', 'claim_rows', 'claims_display', 'report_claims', 'control_rule', 'control_sweep',
@@ -43,11 +43,8 @@ def load_claims(
 # %% ../nbs/21_claims.ipynb #41d33842
 def _win_rate(df:pd.DataFrame, a:str, b:str, split:str)->float:
     "Mean over paired seeds of the per-prompt win rate of variant a over variant b."
-    da, db = (df[df.variant == v].set_index("seed").record_dir for v in (a, b))
-    if len(db) == 1 and len(da) > 1: pairs = [(x, db.iloc[0]) for x in da]      # the base model: one run for every seed
-    elif len(da) == 1 and len(db) > 1: pairs = [(da.iloc[0], y) for y in db]
-    else: pairs = [(da[s], db[s]) for s in da.index]                           # paired_deltas checked the seeds match
-    return float(np.mean([prompt_win_rate(x, y)[split] for x, y in pairs]))
+    da, db = paired_values(df, "record_dir", a, b)
+    return float(np.mean([prompt_win_rate(x, y)[split] for x, y in zip(da, db)]))
 
 def claim_rows(
     claims:list,           # from `load_claims`

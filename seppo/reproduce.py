@@ -568,10 +568,10 @@ def write_table(
     return files
 
 def save_figure(fig, stem:str|Path)->list[Path]:
-    "Save a matplotlib figure as STEM.png and STEM.pdf."
+    "Save a matplotlib figure as STEM.png and STEM.pdf (no creation date: the same figure gives the same bytes)."
     stem = Path(stem); stem.parent.mkdir(parents=True, exist_ok=True)
     out = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(out[0], dpi=150, bbox_inches="tight"); fig.savefig(out[1], bbox_inches="tight")
+    fig.savefig(out[0], dpi=150, bbox_inches="tight"); fig.savefig(out[1], bbox_inches="tight", metadata={"CreationDate": None})
     return out
 
 # %% ../nbs/20_reproduce.ipynb #fcac9d7b

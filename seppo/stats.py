@@ -13,28 +13,37 @@ import pandas as pd
 from .evaluate import mean_ci, t_critical
 
 # %% auto #0
-__all__ = ['VERDICTS', 'paired_deltas', 'delta_interval', 'verdict', 'seeds_to_resolve']
+__all__ = ['VERDICTS', 'paired_values', 'paired_deltas', 'delta_interval', 'verdict', 'seeds_to_resolve']
 
 # %% ../nbs/19_stats.ipynb #f2397fb9
+def paired_values(
+    df:pd.DataFrame,  # one row per run: `variant`, `seed` and the column
+    column:str,       # any column: a metric, or e.g. `record_dir`
+    a:str, b:str,     # the variants
+)->tuple[pd.Series, pd.Series]: # the two variants' values, aligned row by row
+    "The values of `column` for a and b paired by seed; a variant with a single run (the base model) is paired with every seed."
+    sides = {}
+    for v in (a, b):
+        d = df[df.variant == v]
+        if d.empty: raise ValueError(f"no runs of variant {v!r}; found {sorted(set(df.variant))}")
+        if column not in d: raise KeyError(f"no column {column!r} in the runs of {v!r}")
+        if d.seed.duplicated().any(): raise ValueError(f"variant {v!r} has several runs of seed {int(d.seed[d.seed.duplicated()].iloc[0])}")
+        sides[v] = d.set_index("seed")[column].sort_index()
+    da, db = sides[a], sides[b]
+    if len(db) == 1 and len(da) > 1: return da, pd.Series(db.iloc[0], index=da.index)
+    if len(da) == 1 and len(db) > 1: return pd.Series(da.iloc[0], index=db.index), db
+    if set(da.index) != set(db.index):
+        raise ValueError(f"variants {a!r} and {b!r} were trained with different seeds: {sorted(da.index)} vs {sorted(db.index)}")
+    return da, db.loc[da.index]
+
 def paired_deltas(
     df:pd.DataFrame,  # one row per run: `variant`, `seed` and the metric columns (seppo.reproduce.collect)
     metric:str,       # the column compared
     a:str, b:str,     # the variants: a − b
 )->pd.Series:         # indexed by seed
-    "Per-seed differences a − b of `metric`; a variant with a single run (the base model) is subtracted from every seed."
-    sides = {}
-    for v in (a, b):
-        d = df[df.variant == v]
-        if d.empty: raise ValueError(f"no runs of variant {v!r}; found {sorted(set(df.variant))}")
-        if metric not in d: raise KeyError(f"no column {metric!r} in the runs of {v!r}")
-        if d.seed.duplicated().any(): raise ValueError(f"variant {v!r} has several runs of seed {int(d.seed[d.seed.duplicated()].iloc[0])}")
-        sides[v] = d.set_index("seed")[metric].astype(float).sort_index()
-    da, db = sides[a], sides[b]
-    if len(db) == 1 and len(da) > 1: return da - db.iloc[0]
-    if len(da) == 1 and len(db) > 1: return da.iloc[0] - db
-    if set(da.index) != set(db.index):
-        raise ValueError(f"variants {a!r} and {b!r} were trained with different seeds: {sorted(da.index)} vs {sorted(db.index)}")
-    return da - db
+    "Per-seed differences a − b of `metric` (pairing as in `paired_values`)."
+    va, vb = paired_values(df, metric, a, b)
+    return va.astype(float) - vb.astype(float)
 
 # %% ../nbs/19_stats.ipynb #ba5a9b81
 VERDICTS = ("supported", "contradicted", "inconclusive")
