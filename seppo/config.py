@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from typing import Any
 import yaml
 
 # %% auto #0
-__all__ = ['OPTIONS', 'OPTION_BY_NAME', 'Option', 'ConfigError', 'check_config', 'default_config', 'read_yaml', 'parse_overrides',
-           'load_config', 'config_hash', 'defaults_yaml']
+__all__ = ['OPTIONS', 'OPTION_BY_NAME', 'Option', 'range_text', 'ConfigError', 'check_config', 'default_config', 'read_yaml',
+           'parse_overrides', 'load_config', 'config_hash', 'defaults_yaml']
 
 # %% ../nbs/04_config.ipynb #1522bb71
 @dataclass(frozen=True)
@@ -26,80 +27,88 @@ class Option:
     default:Any
     type:type
     doc:str
-    choices:tuple = ()
-    nullable:bool = False
+    choices:tuple = ()          # the allowed strings of an enum
+    nullable:bool = False       # null (None) is allowed too
+    min:float|None = None       # smallest allowed number (int and float options)
+    max:float|None = None       # largest allowed number
+    min_exclusive:bool = False  # `min` itself is refused: the value must be greater
+    max_exclusive:bool = False  # `max` itself is refused: the value must be smaller
+
+    def __post_init__(self):
+        if self.type in (int, float) and self.min is None and self.max is None:
+            raise TypeError(f"option {self.name}: a numeric option needs its range (min=, max=)")
 
 _O = Option
 OPTIONS:list[Option] = [
     # model
     _O("model_path", "tiny", str, "A local diffusers-format directory (SD1.5/SDXL layout), `tiny` for random tiny components built in code, or `world` for the benchmark world's pretrained base model (built and cached on first use)."),
-    _O("model_tiny_seed", 0, int, "Seed of the random tiny components when model_path is `tiny`."),
-    _O("model_tiny_sample_size", 8, int, "Latent side of the tiny UNet when model_path is `tiny` (the VAE downsamples images by 2)."),
+    _O("model_tiny_seed", 0, int, "Seed of the random tiny components when model_path is `tiny`.", min=0),
+    _O("model_tiny_sample_size", 8, int, "Latent side of the tiny UNet when model_path is `tiny` (the VAE downsamples images by 2; at sides 1 and 2 its group norms see one value per group and fail).", min=3),
     _O("model_dtype", "float32", str, "dtype the frozen components (text encoder, VAE) are kept in; the trained UNet stays float32 (mixed precision is set by train_mixed_precision).", ("float32", "float16", "bfloat16")),
     # data
     _O("data_source", "toy", str, "`pickapic` (parquet or datasets dir, Pick-a-Pic v2 schema), `imagefolder` (images + captions file), `toy` (a tiny Pick-a-Pic-style set generated offline) or `world` (the benchmark world's oracle-labelled pairs, built and cached on first use).", ("pickapic", "imagefolder", "toy", "world")),
     _O("data_path", None, str, "Path of the data: parquet file or directory, datasets directory, or image folder; for `toy`, where the generated set is cached (default OUTPUT_DIR/toy-data).", nullable=True),
     _O("data_split", "train", str, "Split to read from a datasets DatasetDict directory."),
     _O("data_captions_file", "captions.jsonl", str, "Captions file inside an image folder (jsonl or csv with file_name and caption columns)."),
-    _O("data_toy_size", 64, int, "Number of preference pairs in the `toy` set."),
-    _O("data_resolution", 16, int, "Image side in pixels after resize and crop (paper profile: 512)."),
+    _O("data_toy_size", 64, int, "Number of preference pairs in the `toy` set.", min=1),
+    _O("data_resolution", 16, int, "Image side in pixels after resize and crop (paper profile: 512).", min=1),
     _O("data_center_crop", True, bool, "Center crop after resizing the shorter side; false gives a random crop (paper profile: random, as Diffusion-DPO)."),
     _O("data_random_flip", True, bool, "Random horizontal flip, a pure function of (seed, epoch, index)."),
-    _O("data_empty_prompt_prob", 0.0, float, "Probability of replacing a caption with the empty prompt (paper profile: 0.2) [D]."),
+    _O("data_empty_prompt_prob", 0.0, float, "Probability of replacing a caption with the empty prompt (paper profile: 0.2) [D].", min=0, max=1),
     _O("data_random_labels", False, bool, "Null control: ignore the pairs' preference labels and let a coin (seeded by train_seed) pick each row's 'winner' — the same images without the preference, to measure what fine-tuning on them does by itself."),
     _O("data_precompute_latents", False, bool, "Encode every image with the VAE once before training and reuse the latents every epoch (needs center crop)."),
     _O("data_on_error", "skip", str, "What an unreadable image does: `skip` (replaced by the next readable one and counted in the log) or `raise`.", ("skip", "raise")),
     # training
     _O("train_method", "seppo", str, "`sft` (ε-MSE on winners), `dpo` (Diffusion-DPO on pairs, reference θ0) or `seppo` (winners vs reference samples, AAF).", ("sft", "dpo", "seppo")),
-    _O("train_batch_size", 4, int, "Winners (or pairs) per process per micro-batch. Effective batch = train_batch_size × processes × train_grad_accum (paper: 1 × 8 × 256 = 2048)."),
-    _O("train_grad_accum", 1, int, "Micro-batches accumulated into one optimizer update."),
-    _O("train_max_updates", 20, int, "Optimizer updates to run (paper: K × M = 7 × 30 = 210)."),
-    _O("train_lr", 1e-5, float, "Peak learning rate of AdamW (paper profile [D]: Diffusion-DPO's 1e-8 × effective batch 2048)."),
-    _O("train_warmup_updates", 0, int, "Linear warm-up length in updates, then constant [D]."),
-    _O("train_adam_beta1", 0.9, float, "AdamW β1 [D]."),
-    _O("train_adam_beta2", 0.999, float, "AdamW β2 [D]."),
-    _O("train_weight_decay", 1e-2, float, "AdamW weight decay [D]."),
-    _O("train_adam_eps", 1e-8, float, "AdamW ε [D]."),
-    _O("train_max_grad_norm", 1.0, float, "Gradient clipping norm; 0 disables it."),
-    _O("train_beta", 2000.0, float, "KL weight β of the DPO and SePPO losses (paper: 2000; Diffusion-DPO's launcher used 5000)."),
+    _O("train_batch_size", 4, int, "Winners (or pairs) per process per micro-batch. Effective batch = train_batch_size × processes × train_grad_accum (paper: 1 × 8 × 256 = 2048).", min=1),
+    _O("train_grad_accum", 1, int, "Micro-batches accumulated into one optimizer update.", min=1),
+    _O("train_max_updates", 20, int, "Optimizer updates to run (paper: K × M = 7 × 30 = 210); to evaluate a model untrained, set run_train to false instead.", min=1),
+    _O("train_lr", 1e-5, float, "Peak learning rate of AdamW (paper profile [D]: Diffusion-DPO's 1e-8 × effective batch 2048).", min=0, min_exclusive=True),
+    _O("train_warmup_updates", 0, int, "Linear warm-up length in updates, then constant [D].", min=0),
+    _O("train_adam_beta1", 0.9, float, "AdamW β1 [D].", min=0, max=1, max_exclusive=True),
+    _O("train_adam_beta2", 0.999, float, "AdamW β2 [D].", min=0, max=1, max_exclusive=True),
+    _O("train_weight_decay", 1e-2, float, "AdamW weight decay [D].", min=0),
+    _O("train_adam_eps", 1e-8, float, "AdamW ε [D].", min=0, min_exclusive=True),
+    _O("train_max_grad_norm", 1.0, float, "Gradient clipping norm; 0 disables it.", min=0),
+    _O("train_beta", 2000.0, float, "KL weight β of the DPO and SePPO losses (paper: 2000; Diffusion-DPO's launcher used 5000).", min=0, min_exclusive=True),
     _O("train_mixed_precision", "no", str, "accelerate mixed precision.", ("no", "fp16", "bf16")),
     _O("train_gradient_checkpointing", False, bool, "Recompute UNet activations in the backward pass to save memory."),
-    _O("train_lora_rank", 0, int, "0 trains the full UNet; >0 trains LoRA adapters of this rank on the attention projections."),
-    _O("train_lora_alpha", None, float, "LoRA alpha (default: the rank).", nullable=True),
-    _O("train_seed", 0, int, "Seed of every random draw: data order, crops, timesteps, noise, reference samples, reference selection."),
+    _O("train_lora_rank", 0, int, "0 trains the full UNet; >0 trains LoRA adapters of this rank on the attention projections.", min=0),
+    _O("train_lora_alpha", None, float, "LoRA alpha (default: the rank).", nullable=True, min=0, min_exclusive=True),
+    _O("train_seed", 0, int, "Seed of every random draw: data order, crops, timesteps, noise, reference samples, reference selection.", min=0),
     _O("train_cpu", False, bool, "Force the CPU even when a GPU is visible (two CPU processes need torchrun with this on)."),
-    _O("train_log_every", 1, int, "Write a log record every this many updates."),
-    _O("train_checkpoint_every", 10, int, "Save a resumable checkpoint every this many updates; 0 disables them."),
-    _O("train_checkpoints_keep", 2, int, "Complete checkpoints kept on disk (the newest); 0 keeps all."),
-    _O("train_timestep_max", 1000, int, "Timesteps are drawn uniformly from [0, train_timestep_max) (DDPM, T = 1000)."),
+    _O("train_log_every", 1, int, "Write a log record every this many updates.", min=1),
+    _O("train_checkpoint_every", 10, int, "Save a resumable checkpoint every this many updates; 0 disables them.", min=0),
+    _O("train_checkpoints_keep", 2, int, "Complete checkpoints kept on disk (the newest); 0 keeps all.", min=0),
+    _O("train_timestep_max", 1000, int, "Timesteps are drawn uniformly from [0, min(train_timestep_max, T)) (DDPM, T = 1000: a larger value draws from all T).", min=1),
     # reference pool and selection (SePPO)
     _O("ref_strategy", "random", str, "Reference selection: `random` (uniform over the pool, the paper's RCR), `initial` (θ0 always) or `latest`.", ("random", "initial", "latest")),
-    _O("ref_snapshot_every", 30, int, "Updates between snapshots added to the pool (paper: M = 30)."),
-    _O("ref_pool_max", None, int, "Cap on the number of snapshots kept; the oldest but θ0 is dropped first [D].", nullable=True),
+    _O("ref_snapshot_every", 30, int, "Updates between snapshots added to the pool (paper: M = 30).", min=1),
+    _O("ref_pool_max", None, int, "Cap on the number of snapshots kept, θ0 included (so at least 2); the oldest but θ0 is dropped first [D].", nullable=True, min=2),
     _O("ref_pool_storage", "cpu", str, "Where snapshots live: `cpu` memory or `disk` (safetensors under OUTPUT_DIR/pool).", ("cpu", "disk")),
     _O("aaf_mode", "sign", str, "Anchor-based adaptive flipper: `sign` (paper), `indicator`, `sft` or `none` (see seppo.losses).", ("sign", "indicator", "sft", "none")),
     # reference sampling
     _O("sample_scheduler", "ddim", str, "Scheduler for reference samples [D].", ("ddim", "ddpm", "euler", "dpmsolver")),
-    _O("sample_num_steps", 10, int, "Denoising steps per reference sample [D: paper profile 20-50]."),
-    _O("sample_guidance_scale", 7.5, float, "Classifier-free guidance of reference samples; 1 disables it [D]."),
-    _O("sample_eta", 0.0, float, "DDIM η of reference sampling (0: deterministic)."),
+    _O("sample_num_steps", 10, int, "Denoising steps per reference sample [D: paper profile 20-50].", min=1),
+    _O("sample_guidance_scale", 7.5, float, "Classifier-free guidance of reference samples; 1 disables it (the sampler runs no unconditional pass at w ≤ 1, so a w below 1 would silently act as 1) [D].", min=1),
+    _O("sample_eta", 0.0, float, "DDIM η of reference sampling (0: deterministic, 1: DDPM-like).", min=0, max=1),
     # the benchmark world (model_path: world, data_source: world)
     _O("world_cache_dir", "cache/world", str, "Where the world's base model and pairs are cached, keyed by their configs' hash."),
-    _O("world_base_steps", 1400, int, "Pretraining updates of the world's base model (batch 32; 2 min on the 2-core machine of the committed results, 8 min on an older one)."),
+    _O("world_base_steps", 1400, int, "Pretraining updates of the world's base model (batch 32; 2 min on the 2-core machine of the committed results, 8 min on an older one).", min=1),
     _O("world_pairs_source", "contributors", str, "Where the images of the world's pairs come from: `contributors` (generators other than the base model, as Pick-a-Pic's: off-policy winners), `base_model` (two samples of the base model: on-policy pairs) or `clean` (two clean renders: the positive control's data).", ("contributors", "base_model", "clean")),
-    _O("world_pairs_per_prompt", 32, int, "Preference pairs per training prompt of the world (the Pick-a-Pic analogue; 32 × 64 prompts = 2048 pairs)."),
-    _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws."),
-    _O("world_pairs_guidance_scale", 1.0, float, "Classifier-free guidance of the base model's sampler (DDIM 20) when world_pairs_source is `base_model`: 1, the model's own distribution (see nbs/13_world_base)."),
-    _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators)."),
+    _O("world_pairs_per_prompt", 32, int, "Preference pairs per training prompt of the world (the Pick-a-Pic analogue; 32 × 64 prompts = 2048 pairs).", min=1),
+    _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws.", min=0),
+    _O("world_pairs_guidance_scale", 1.0, float, "Classifier-free guidance of the base model's sampler (DDIM 20) when world_pairs_source is `base_model`: 1, the model's own distribution (see nbs/13_world_base); at least 1, as sample_guidance_scale.", min=1),
+    _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators; 0: noiseless labels).", min=0),
     # experiments (seppo reproduce): what a run evaluates after training
     _O("run_train", True, bool, "Train before evaluating; false evaluates the starting model as is (the base-model row of a table)."),
-    _O("eval_images_per_prompt", 8, int, "Benchmark world: images per prompt and split, with the same noise for every model."),
-    _O("eval_seed", 1, int, "Evaluation noise seed (not a training seed): every model of a profile sees the same prompts and noise."),
-    _O("eval_num_steps", 20, int, "Denoising steps of evaluation samples (world: DDIM; paper: the protocol's 50 unless set)."),
-    _O("eval_guidance_scale", 1.0, float, "Classifier-free guidance of evaluation samples (world: 1, chosen by the control sweep; the paper's protocol uses 7.5)."),
-    _O("eval_curve_every", 0, int, "Also evaluate every N-th update's checkpoint on the training prompts (curves along training); 0: only the final model."),
-    _O("eval_curve_images_per_prompt", 1, int, "Images per training prompt at each curve point."),
-    _O("eval_grid_prompts", 8, int, "Prompts in a run's sample grid (half from each split), one fixed seed each."),
+    _O("eval_images_per_prompt", 8, int, "Benchmark world: images per prompt and split, with the same noise for every model (at most 1000: image j of prompt i has noise seed eval_seed × 10⁶ + 1000 i + j).", min=1, max=1000),
+    _O("eval_seed", 1, int, "Evaluation noise seed (not a training seed): every model of a profile sees the same prompts and noise.", min=0),
+    _O("eval_num_steps", 20, int, "Denoising steps of evaluation samples (world: DDIM; paper: the protocol's 50 unless set).", min=1),
+    _O("eval_guidance_scale", 1.0, float, "Classifier-free guidance of evaluation samples (world: 1, chosen by the control sweep; the paper's protocol uses 7.5); at least 1, as sample_guidance_scale.", min=1),
+    _O("eval_curve_every", 0, int, "Also evaluate every N-th update's checkpoint on the training prompts (curves along training); 0: only the final model.", min=0),
+    _O("eval_curve_images_per_prompt", 1, int, "Images per training prompt at each curve point (at most 1000, as eval_images_per_prompt).", min=1, max=1000),
+    _O("eval_grid_prompts", 8, int, "Prompts in a run's sample grid (half from each split), one fixed seed each.", min=1),
     _O("eval_prompts", None, str, "Paper profile: prompt sets as NAME=PATH separated by `;` (Pick-a-Pic validation parquet, PartiPrompts.tsv, HPSv2 json dir).", nullable=True),
     _O("eval_scorers", None, str, "Paper profile: scorers as NAME=PATH separated by `;` (pickscore, hpsv2, imagereward, aesthetic, clip_score).", nullable=True),
     _O("eval_protocol", "official", str, "Paper profile: `official` (one image per prompt, generator seeded 0) or `multiseed`.", ("official", "multiseed")),
@@ -108,38 +117,60 @@ OPTIONS:list[Option] = [
 ]
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
+# %% ../nbs/04_config.ipynb #c85fe84f
+def _num(x)->str: return f"{x:g}" if isinstance(x, float) else str(x)
+
+def range_text(opt:Option)->str:
+    "The values `opt` allows, in words, as errors and `configs/base.yaml` show them."
+    if opt.choices: text = "one of " + ", ".join(map(str, opt.choices))
+    elif opt.type is bool: text = "true or false"
+    elif opt.type is str: text = "a non-empty string"
+    else:
+        lo, hi = opt.min, opt.max
+        kind = "an integer" if opt.type is int else ("a number" if lo is not None and hi is not None else "a finite number")
+        if lo is not None and hi is not None:
+            text = f"{kind} in {'(' if opt.min_exclusive else '['}{_num(lo)}, {_num(hi)}{')' if opt.max_exclusive else ']'}"
+        elif lo is not None: text = f"{kind} {'>' if opt.min_exclusive else '>='} {_num(lo)}"
+        else: text = f"{kind} {'<' if opt.max_exclusive else '<='} {_num(hi)}"
+    return text + (" or null" if opt.nullable else "")
+
+def _allowed(opt:Option, x)->bool:
+    "Whether `x`, already of the option's type and not null, is one of the values `opt` allows."
+    if opt.choices: return x in opt.choices
+    if opt.type is str: return bool(x.strip())
+    if opt.type is float and not math.isfinite(x): return False
+    if opt.min is not None and (x <= opt.min if opt.min_exclusive else x < opt.min): return False
+    if opt.max is not None and (x >= opt.max if opt.max_exclusive else x > opt.max): return False
+    return True
+
 # %% ../nbs/04_config.ipynb #e3e9f8b0
 class ConfigError(ValueError):
     "A configuration key or value that cannot be used."
 
-def _suggest(name:str)->str:
-    close = difflib.get_close_matches(name, OPTION_BY_NAME, n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys start with {sorted({k.split('_')[0] + '_' for k in OPTION_BY_NAME})}"
-
 def _coerce(opt:Option, value:Any, source:str=""):
     where = f" (in {source})" if source else ""
+    expected = f"{opt.name}{where}: expected {range_text(opt)}"
     if value is None:
         if opt.nullable: return None
-        raise ConfigError(f"{opt.name}{where}: expected {opt.type.__name__}, found null")
+        raise ConfigError(f"{expected}, found null")
     t = opt.type
     if t is bool:
         if isinstance(value, bool): out = value
         elif isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             out = value.lower() in ("true", "yes", "1")
-        else: raise ConfigError(f"{opt.name}{where}: expected true or false, found {value!r}")
+        else: raise ConfigError(f"{expected}, found {value!r}")
     elif t is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
-            raise ConfigError(f"{opt.name}{where}: expected an integer, found {value!r}")
+            raise ConfigError(f"{expected}, found {value!r}")
         out = int(value)
     elif t is float:
-        if isinstance(value, bool): raise ConfigError(f"{opt.name}{where}: expected a number, found {value!r}")
+        if isinstance(value, bool): raise ConfigError(f"{expected}, found {value!r}")
         try: out = float(value)
-        except (TypeError, ValueError): raise ConfigError(f"{opt.name}{where}: expected a number, found {value!r}") from None
+        except (TypeError, ValueError): raise ConfigError(f"{expected}, found {value!r}") from None
     else:
-        if not isinstance(value, str): raise ConfigError(f"{opt.name}{where}: expected a string, found {value!r}")
+        if not isinstance(value, str): raise ConfigError(f"{expected}, found {value!r}")
         out = value
-    if opt.choices and out not in opt.choices:
-        raise ConfigError(f"{opt.name}{where}: expected one of {', '.join(map(str, opt.choices))}, found {out!r}")
+    if not _allowed(opt, out): raise ConfigError(f"{expected}, found {out!r}")
     return out
 
 def check_config(
@@ -154,6 +185,38 @@ def check_config(
         out[k] = _coerce(OPTION_BY_NAME[k], v, source)
     return out
 
+# %% ../nbs/04_config.ipynb #0ee3cf3e
+def _word_score(a:str, b:str)->float:
+    "How well word `a` of a typed key matches word `b` of an option: 1 equal, else the difflib ratio (>= 0.75) or 0.8 for a prefix."
+    if a == b: return 1.0
+    r = difflib.SequenceMatcher(None, a, b).ratio()
+    if r >= 0.75: return r
+    return 0.8 if len(a) >= 3 and b.startswith(a) else 0.0
+
+def _key_score(typed:list, key:list)->float:
+    "Words of `typed` matched to words of `key`: close words, then words that are the initials of consecutive words."
+    score, free_t, free_k = 0.0, set(range(len(typed))), set(range(len(key)))
+    for i, a in enumerate(typed):
+        s, j = max(((_word_score(a, key[j]), j) for j in free_k), default=(0.0, None))
+        if s > 0: score += s; free_t.discard(i); free_k.discard(j)
+    for words, free_w, other, free_o in ((typed, free_t, key, free_k), (key, free_k, typed, free_t)):
+        for i in sorted(free_w):
+            w = words[i]
+            if len(w) < 2: continue
+            for j in range(len(other) - len(w) + 1):
+                run = set(range(j, j + len(w)))
+                if run <= free_o and "".join(other[k][0] for k in sorted(run)) == w:
+                    score += 0.9; free_w.discard(i); free_o -= run; break
+    return score
+
+def _suggest(name:str)->str:
+    "A hint naming the valid key closest to the unknown key `name`."
+    typed = [w for w in name.lower().split("_") if w]
+    score, _, best = max((_key_score(typed, k.split("_")), difflib.SequenceMatcher(None, name.lower(), k).ratio(), k)
+                         for k in OPTION_BY_NAME)
+    if not score: best = next(iter(difflib.get_close_matches(name, OPTION_BY_NAME, n=1, cutoff=0.5)), None)
+    return f"; did you mean {best!r}?" if best else f"; valid keys start with {sorted({k.split('_')[0] + '_' for k in OPTION_BY_NAME})}"
+
 # %% ../nbs/04_config.ipynb #42ff8fc5
 def default_config()->dict:
     "Every option at its default."
@@ -167,13 +230,20 @@ def read_yaml(path)->dict:
     except yaml.YAMLError as e: raise ConfigError(f"{path} is not valid YAML: {e}") from None
     return check_config(values, source=str(path))
 
+def _yaml_problem(e:yaml.YAMLError)->str:
+    "A YAML error in one line: its context and problem where it names them."
+    return " ".join((": ".join(p for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p) or str(e)).split())
+
 def parse_overrides(overrides)->dict:
     "Parse `key=value` strings (values read as YAML scalars)."
     out = {}
     for s in overrides or []:
         if "=" not in s: raise ConfigError(f"override {s!r} must look like key=value")
         k, v = s.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        try: out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {s!r}: the value is not a valid YAML scalar: {_yaml_problem(e)} "
+                              f"(to pass it as a string, quote it: {k.strip()}='...')") from None
     return check_config(out, source="--set")
 
 def load_config(
@@ -197,7 +267,7 @@ def _yaml_value(v)->str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").removesuffix("...").strip()
 
 def defaults_yaml()->str:
-    "Every option at its default, with its documentation, as YAML."
+    "Every option at its default, with its documentation and allowed values, as YAML."
     lines = ["# seppo defaults: every training option, with its default. Generated by `seppo config --defaults`.",
              "# Keys are flat and prefixed by section; files layered on top of this one hold only what differs.", ""]
     section = None
@@ -207,5 +277,6 @@ def defaults_yaml()->str:
             if section is not None: lines.append("")
             section = s
         lines.append(f"# {o.doc}")
+        lines.append(f"# Allowed: {range_text(o)}.")
         lines.append(f"{o.name}: {_yaml_value(o.default)}")
     return "\n".join(lines) + "\n"
