@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
+from fastcore.basics import patch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -25,7 +26,8 @@ from torch.utils.data import Dataset
 # %% auto #0
 __all__ = ['PICKAPIC_COLUMNS', 'PICKAPIC_LABELS', 'PICKAPIC_MODES', 'INTERPOLATIONS', 'Augment', 'ON_ERROR', 'LATENTS_FORMAT',
            'read_pickapic', 'ItemList', 'pickapic_items', 'image_folder_items', 'augment_draws', 'resize_crop',
-           'to_pixels', 'open_image', 'PreferenceDataset', 'collate', 'LatentDataset', 'precompute_latents']
+           'to_pixels', 'UnreadableDatasetError', 'open_image', 'PreferenceDataset', 'collate', 'LatentDataset',
+           'precompute_latents']
 
 # %% ../nbs/05_data.ipynb #faea5190
 _logger = logging.getLogger("seppo.data")
@@ -114,14 +116,16 @@ def read_pickapic(
             if max_rows is not None and n >= max_rows: break
     for where, df in frames: _check_frame(df, where)
     df = pd.concat([df for _, df in frames], ignore_index=True)
-    return df.iloc[:max_rows].reset_index(drop=True) if max_rows is not None else df
+    if max_rows is not None: df = df.iloc[:max_rows].reset_index(drop=True)
+    df.attrs["source"] = str(path)  # where the rows came from: `pickapic_items` passes it on to error messages
+    return df
 
 # %% ../nbs/05_data.ipynb #57cf1e2c
 class ItemList(list):
-    "A list of dataset items with a `counts` dict of what was read and dropped."
-    def __init__(self, items=(), counts:dict|None=None):
+    "A list of dataset items with a `counts` dict of what was read and dropped, and the `source` they came from."
+    def __init__(self, items=(), counts:dict|None=None, source:str|None=None):
         super().__init__(items)
-        self.counts = dict(counts or {})
+        self.counts, self.source = dict(counts or {}), source
 
 PICKAPIC_MODES = ("winners", "pairs")
 
@@ -145,7 +149,7 @@ def pickapic_items(
                      {"caption": str(caption), "image_w": w, "image_l": l})
     counts = {"rows": len(df), "ties_dropped": len(df) - len(items), "items": len(items)}
     _logger.info("Pick-a-Pic %s: %d rows, %d ties dropped, %d items", mode, *counts.values())
-    return ItemList(items, counts)
+    return ItemList(items, counts, df.attrs.get("source"))
 
 # %% ../nbs/05_data.ipynb #687da912
 def _read_captions(f:Path)->tuple[list[dict], list[str]]:
@@ -190,7 +194,7 @@ def image_folder_items(
         items.append({"caption": caption, "image": str(p)})
     if missing:
         raise FileNotFoundError(f"{f} lists {len(missing)} image file(s) missing from {root}: {missing[:5]}")
-    return ItemList(items, {"rows": len(rows), "items": len(items)})
+    return ItemList(items, {"rows": len(rows), "items": len(items)}, str(root))
 
 # %% ../nbs/05_data.ipynb #29a145f1
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -244,6 +248,9 @@ ON_ERROR = ("skip", "raise")
 
 class _Unreadable(Exception): pass
 
+class UnreadableDatasetError(ValueError):
+    "Not one item of a dataset can be read. A ValueError: the `seppo` command reports it as bad input, exit code 2."
+
 def open_image(
     src, # encoded bytes, a file path, or a 🤗 datasets image dict {"bytes", "path"}
 )->Image.Image: # decoded, EXIF orientation applied, RGB
@@ -295,7 +302,8 @@ class PreferenceDataset(Dataset):
         self.random_flip, self.empty_prompt_prob, self.seed = random_flip, empty_prompt_prob, seed
         self.on_error, self.interpolation = on_error, interpolation
         self.image_keys = _IMAGE_KEYS[self.mode]
-        self.epoch, self.skipped_indices, self._bad = 0, [], set()
+        self.source = getattr(items, "source", None)  # where the items were read from (`ItemList.source`), or None
+        self.epoch, self.skipped_indices, self._bad = 0, [], {}  # _bad: index of an unreadable item -> the reason
 
     def __len__(self): return len(self.items)
     @property
@@ -325,8 +333,8 @@ class PreferenceDataset(Dataset):
 
     def _record_bad(self, j, reason):
         "Raise, or remember, count and log an unreadable item."
-        if self.on_error == "raise": raise ValueError(f"item {j}: {reason}")
-        self._bad.add(j)
+        if self.on_error == "raise": raise ValueError(f"item {j}{f' of {self.source}' if self.source else ''}: {reason}")
+        self._bad[j] = reason
         self.skipped_indices.append(j)
         _logger.warning("item %d skipped: %s", j, reason)
 
@@ -338,7 +346,14 @@ class PreferenceDataset(Dataset):
             if j in self._bad: continue
             try: return j, self._open(j), step
             except _Unreadable as e: self._record_bad(j, str(e))
-        raise RuntimeError(f"all {n} items of the dataset are unreadable; first: item {min(self._bad)}")
+        raise self._none_readable()
+
+    def _none_readable(self)->UnreadableDatasetError:
+        "The error for a dataset without one readable item: how many items, where they are, the first reasons."
+        first = "; ".join(f"item {j}: {self._bad[j][:300]}" for j in sorted(self._bad)[:2])
+        where = f" ({self.source})" if self.source else ""
+        return UnreadableDatasetError(f"no item of the dataset{where} could be read: every one of the {len(self.items)} "
+                                      f"items is unreadable (first: {first})")
 
     def __getitem__(self, i:int)->dict:
         "Sample `i` of the current epoch."
@@ -360,12 +375,27 @@ class PreferenceDataset(Dataset):
                 if j not in self._bad: self._open(j)
             except _Unreadable as e: self._record_bad(j, str(e))
             if j in self._bad: bad.append(j)
-        if len(bad) == len(self.items): raise RuntimeError(f"all {len(bad)} items of the dataset are unreadable")
+        if len(bad) == len(self.items): raise self._none_readable()
         drop = set(bad)
         self.items = [it for j, it in enumerate(self.items) if j not in drop]
-        self._bad = set()
+        self._bad = {}
         if bad: _logger.warning("verify: dropped %d unreadable item(s) of %d", len(bad), len(bad) + len(self.items))
         return len(bad)
+
+# %% ../nbs/05_data.ipynb #c904a1dd
+@patch
+def skipped_state(self:PreferenceDataset)->list:
+    "The unreadable items met so far, in order, with their reasons: `[[index, reason], ...]`."
+    return [[int(j), self._bad.get(j, "")] for j in self.skipped_indices]
+
+@patch
+def restore_skipped(self:PreferenceDataset, state:list):
+    "Continue from `skipped_state()` of an earlier run over the same items."
+    for j, _ in state:
+        if not 0 <= int(j) < len(self.items):
+            raise ValueError(f"skipped item {j} is not an item of this dataset ({len(self.items)} items)")
+    self.skipped_indices = [int(j) for j, _ in state]
+    self._bad = {int(j): reason for j, reason in state}
 
 # %% ../nbs/05_data.ipynb #4caa4f41
 def collate(
@@ -513,7 +543,7 @@ def precompute_latents(
         pending.append(dataset._transform(imgs, None))
         if len(pending) == batch_size: flush()
     if pending: flush()
-    if not kept: raise RuntimeError(f"all {len(dataset)} items of the dataset are unreadable")
+    if not kept: raise dataset._none_readable()
     tensors = {k: torch.cat(v) for k, v in chunks.items() if v}
     meta = {"resolution": dataset.resolution, "interpolation": dataset.interpolation, "mode": dataset.mode,
             "source_items": len(dataset), "source_indices": kept, "num_skipped": len(dataset) - len(kept)}

@@ -28,8 +28,8 @@ from .config import config_hash
 __all__ = ['PROMPT_KINDS', 'HPSV2_STYLES', 'PARTI_COLUMNS', 'TABLE_COLUMNS', 'PROTOCOLS', 'RUN_FILE', 'MANIFEST_FILE',
            'METRICS_FILE', 'PromptSet', 'read_prompts', 'Protocol', 'get_protocol', 'protocol_jobs', 'initial_noise',
            'resolve_dtype', 'Sampler', 'generate', 'image_relpath', 'Manifest', 'write_json_atomic', 't_critical',
-           'mean_ci', 'summarize', 'win_rates', 'score_images', 'evaluate', 'add_evaluate_arguments', 'format_metrics',
-           'evaluate_main']
+           'mean_ci', 'summarize', 'win_rates', 'write_png', 'read_image', 'unreadable_images', 'regenerate_images',
+           'score_images', 'evaluate', 'add_evaluate_arguments', 'format_metrics', 'evaluate_main']
 
 # %% ../nbs/11_evaluate.ipynb #644c8e95
 PROMPT_KINDS = ("pickapic", "partiprompts", "hpsv2", "text", "table")
@@ -566,6 +566,53 @@ def _as_sampler(model, dtype, device, scheduler)->Sampler:
 def _model_name(model)->str:
     return str(Path(model).expanduser().resolve()) if isinstance(model, (str, Path)) else f"<{type(model).__name__}>"
 
+# %% ../nbs/11_evaluate.ipynb #15f0f0ef
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)  # what PIL raises for a missing, truncated or corrupt file
+
+def write_png(
+    path:Path,  # the image file
+    image,      # a PIL image
+):
+    "Save `image` as PNG under a temporary name, then rename it into place, so the file is whole or absent."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+def read_image(path:Path):
+    "An image file decoded in full, as an RGB PIL image."
+    from PIL import Image
+    with Image.open(path) as im: return im.convert("RGB")
+
+def unreadable_images(
+    records:list,      # manifest records with a `path`
+    output_dir:Path,   # what the paths are relative to
+)->dict:               # {(set, index, seed): reason}
+    "The images of `records` whose files cannot be decoded (missing, truncated, corrupt), with the reason."
+    bad = {}
+    for r in records:
+        try: read_image(output_dir/r["path"])
+        except _UNREADABLE as e: bad[Manifest.key(r)] = f"{type(e).__name__}: {e}"
+    return bad
+
+def regenerate_images(
+    sampler:Sampler, prompts:list[str], protocol:Protocol,
+    jobs:set,                  # the (prompt index, seed) to make again
+    on_image:Callable,         # on_image((prompt index, seed), image) for each of `jobs`
+    batch_size:int=4,          # the batch size of the run that made them first
+    height:int|None=None, width:int|None=None, output_type:str="pil",
+)->int:                        # images made again
+    "Generate `jobs` again in the batches an uninterrupted run puts them in, discarding the batches' other images."
+    every = protocol_jobs(protocol, len(prompts))
+    batches = [every[k:k + batch_size] for k in range(0, len(every), batch_size)]
+    replay = {j for b in batches if any(x in jobs for x in b) for j in b}  # whole batches: only the last is short
+    made = 0
+    def keep(job, image):
+        nonlocal made
+        if job in jobs: on_image(job, image); made += 1
+    generate(sampler, prompts, protocol, keep, batch_size, set(every) - replay, height, width, output_type)
+    return made
+
 # %% ../nbs/11_evaluate.ipynb #953e2e43
 def score_images(
     manifest:Manifest,       # images to score; scores are appended to it
@@ -573,11 +620,28 @@ def score_images(
     specs:dict,              # {scorer name: (path, options)}
     keys:set,                # the (set, index, seed) of this evaluation
     device=None, dtype="fp32", batch_size:int=16, progress:bool=False,
+    regenerate:Callable|None=None, # regenerate(records) writes their unreadable images again; None: they are an error
 )->int:                      # scores computed
     "Score every listed image of `keys` with every scorer that has not scored it yet, one scorer loaded at a time."
     import torch
-    from PIL import Image
     from seppo.metrics import get_scorer
+    log = logging.getLogger(__name__)
+    need = {k: manifest.records[k] for k in sorted(keys) if k in manifest.records
+            and any(name not in manifest.records[k]["scores"] for name in specs)}
+    bad = unreadable_images(list(need.values()), output_dir)
+    if bad and regenerate is None:
+        k, reason = next(iter(bad.items()))
+        raise ValueError(f"{len(bad)} image file(s) to score cannot be read, e.g. {output_dir/need[k]['path']} ({reason}); "
+                         "`evaluate` (and `seppo evaluate`) generates such images again")
+    if bad:
+        for k, reason in bad.items():
+            log.warning(f"{output_dir/need[k]['path']} cannot be read ({reason}): generating it again from prompt "
+                        f"{k[1]} of {k[0]!r} and seed {k[2]}")
+        regenerate([need[k] for k in bad])
+        still = unreadable_images([need[k] for k in bad], output_dir)
+        if still:
+            k, reason = next(iter(still.items()))
+            raise ValueError(f"{output_dir/need[k]['path']} cannot be read even after generating it again ({reason})")
     done = 0
     for name, (path, options) in specs.items():
         todo = [manifest.records[k] for k in sorted(keys) if k in manifest.records and name not in manifest.records[k]["scores"]]
@@ -590,7 +654,7 @@ def score_images(
             chunks = tqdm(chunks, desc=name, unit="batch")
         for start in chunks:
             part = todo[start:start + batch_size]
-            images = [Image.open(output_dir/r["path"]).convert("RGB") for r in part]
+            images = [read_image(output_dir/r["path"]) for r in part]
             values = scorer(images, [r["prompt"] for r in part])
             for r, v in zip(part, values):
                 if not math.isfinite(v):
@@ -675,10 +739,7 @@ def evaluate(
         def save(job, image, ps=ps):
             nonlocal generated
             rel = image_relpath(ps.name, *job)
-            (out/rel).parent.mkdir(parents=True, exist_ok=True)
-            tmp = out/f"{rel}.tmp"
-            image.save(tmp, format="PNG")
-            os.replace(tmp, out/rel)
+            write_png(out/rel, image)
             manifest.append({"set": ps.name, "index": job[0], "prompt": ps.prompts[job[0]], "seed": job[1], "path": rel,
                              "scores": {}})
             generated += 1
@@ -686,9 +747,16 @@ def evaluate(
         generate(sampler, ps.prompts, proto, save, batch_size, done, height, width, progress=progress)
     del sampler
 
+    def remake(records):  # images found unreadable when about to be scored: their files are written again
+        again = _as_sampler(model, dtype, device, scheduler)
+        for ps in sets:
+            jobs = {(r["index"], r["seed"]) for r in records if r["set"] == ps.name}
+            if jobs: regenerate_images(again, ps.prompts, proto, jobs, lambda job, im, ps=ps: write_png(
+                out/image_relpath(ps.name, *job), im), batch_size, height, width)
+
     # 2. scores, 3. statistics
     keys = {(ps.name, i, s) for ps in sets for i, s in protocol_jobs(proto, len(ps))}
-    score_images(manifest, out, specs, keys, device, scorer_dtype, score_batch_size, progress)
+    score_images(manifest, out, specs, keys, device, scorer_dtype, score_batch_size, progress, regenerate=remake)
     manifest.compact()
     records = {k: r for k, r in manifest.records.items() if k in keys}
     lengths = {ps.name: len(ps) for ps in sets}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -304,20 +305,29 @@ def _few(keys, n:int=4)->str:
     keys = sorted(keys)
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "") if keys else "none"
 
+_logger = logging.getLogger("seppo.metrics")
+
 def load_state_file(
     path:str|Path,           # `.safetensors`, or a torch checkpoint `.pt` / `.pth` / `.bin`
-    weights_only:bool=True,  # torch.load's safe mode; False only for a file you trust
+    weights_only:bool=True,  # torch.load's safe mode (tensors only); False unpickles any object, so the file can run
+                             # arbitrary code: only for a file you trust
 )->dict:                     # name -> tensor, on the CPU
-    "The state dict of a weights file (unwrapping `state_dict` and DDP's `module.` prefix)."
+    """The state dict of a weights file (unwrapping `state_dict` and DDP's `module.` prefix).
+    With `weights_only=False` a torch checkpoint is unpickled without restriction, which lets the file execute
+    arbitrary code while it is read; use it only for files you trust. A warning naming the file is logged."""
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(path)
+    if not weights_only:
+        _logger.warning(f"{path}: loading with weights_only=false: torch.load unpickles it without restriction, so the "
+                        "file can execute arbitrary code on this machine; do this only for a file you trust")
     try: sd = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:
         raise ValueError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {str(e)[:300]}); "
-                         "for a file you trust, pass the option weights_only=false") from e
+                         "for a file you trust only, pass the option weights_only=false (it unpickles any object, "
+                         "which can run arbitrary code from the file)") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict): sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise ValueError(f"{path}: expected a state dict of tensors, found {type(sd).__name__}")
@@ -346,7 +356,7 @@ def no_init_weights():
 
 def load_aesthetic_head(
     path:str|Path,          # `.pth` / `.pt` / `.safetensors` of the v2 MLP or the v1 linear head
-    weights_only:bool=True,
+    weights_only:bool=True, # False: unpickle any object (arbitrary code from the file): a trusted file only
 )->nn.Module:               # float32, eval mode: (B, D) -> (B, 1)
     "The LAION aesthetic head in a file, MLP (v2) or linear (v1), told apart by its keys."
     sd = load_state_file(path, weights_only)
@@ -386,7 +396,8 @@ def _one_file(folder:Path, patterns:tuple, what:str)->Path:
 
 @register_scorer("aesthetic")
 def aesthetic(path, device=None, dtype=None, batch_size=16, head=None, clip=None, weights_only=True)->AestheticScorer:
-    "LAION aesthetic predictor: `path` is a CLIP ViT-L/14 folder holding the head's `.pth` (or `head=FILE`)."
+    """LAION aesthetic predictor: `path` is a CLIP ViT-L/14 folder holding the head's `.pth` (or `head=FILE`).
+    `weights_only=false` unpickles the head without restriction, so the file can run arbitrary code: trusted files only."""
     path = _need_path(path, "aesthetic", "a CLIP ViT-L/14 transformers folder with the head's .pth in it")
     clip_dir = Path(clip) if clip else path.parent if path.is_file() else path
     head_file = Path(head) if head else path if path.is_file() else _one_file(
@@ -495,7 +506,8 @@ class OpenCLIPScorer(Scorer):
 
 @register_scorer("hpsv2")
 def hpsv2(path, device=None, dtype=None, batch_size=16, backend="native", config=None, weights_only=True)->Scorer:
-    "HPSv2: `100 · cos` with the HPS ViT-H-14 checkpoint; `path` is the `.pt` file or its folder."
+    """HPSv2: `100 · cos` with the HPS ViT-H-14 checkpoint; `path` is the `.pt` file or its folder.
+    `weights_only=false` unpickles the checkpoint without restriction, so it can run arbitrary code: trusted files only."""
     path = _need_path(path, "hpsv2", "HPS_v2_compressed.pt (or HPS_v2.1_compressed.pt), or its folder")
     ckpt, weights_only = _hpsv2_checkpoint(path), _as_bool(weights_only)
     config_file = Path(config) if config else ckpt.parent/"config.json"
@@ -632,7 +644,8 @@ class _PackageImageReward(Scorer):
 
 @register_scorer("imagereward")
 def imagereward(path, device=None, dtype=None, batch_size=16, backend="native", tokenizer=None, weights_only=True)->Scorer:
-    "ImageReward: `path` holds `ImageReward.pt`, `med_config.json` and the bert-base-uncased `vocab.txt`."
+    """ImageReward: `path` holds `ImageReward.pt`, `med_config.json` and the bert-base-uncased `vocab.txt`.
+    `weights_only=false` unpickles the checkpoint without restriction, so it can run arbitrary code: trusted files only."""
     path = _need_path(path, "imagereward", "a folder with ImageReward.pt, med_config.json and bert-base-uncased vocab.txt")
     folder = path.parent if path.is_file() else path
     ckpt = path if path.is_file() else folder/"ImageReward.pt"

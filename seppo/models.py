@@ -25,7 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 # %% auto #0
 __all__ = ['BPE_FILE', 'BOS_TOKEN', 'EOS_TOKEN', 'COMPONENT_NAMES', 'SD_LAYOUT', 'CONFIG_FILES', 'TOKENIZER_SOURCES',
-           'SD15_SCHEDULER_CONFIG', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
+           'SD15_SCHEDULER_CONFIG', 'WEIGHTS_FILES', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
            'save_components', 'load_components']
 
 # %% ../nbs/01_models.ipynb #81a1cf90
@@ -180,11 +180,16 @@ def save_components(
     return path
 
 # %% ../nbs/01_models.ipynb #bc487104
+def _read_json(f:Path)->dict:
+    "A JSON file, or a ValueError naming it."
+    try: return json.loads(f.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{f}: not valid JSON ({e})") from None
+
 def _layout(path:Path)->dict[str, list|None]:
     "Components present in the folder: `model_index.json` entries, or the SD1.5 layout when there is none."
     index_file = path/"model_index.json"
     if not index_file.exists(): return {name: None for name in SD_LAYOUT}
-    index = json.loads(index_file.read_text())
+    index = _read_json(index_file)
     return {name: index[name] for name in COMPONENT_NAMES if name in index and index[name][0] is not None}
 
 def _class_from(library, name:str, where:Path):
@@ -195,10 +200,38 @@ def _class_from(library, name:str, where:Path):
 
 def _model_class(name:str, folder:Path):
     "Class of a model component, from its `config.json`."
-    config = json.loads((folder/"config.json").read_text())
+    config = _read_json(folder/"config.json")
     if "_class_name" in config: return _class_from(diffusers, config["_class_name"], folder/"config.json")
     if config.get("architectures"): return _class_from(transformers, config["architectures"][0], folder/"config.json")
     return {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}[name]
+
+WEIGHTS_FILES = {  # the weights `from_pretrained` reads, by library: one file, or the index of sharded weights
+    "diffusers": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                  "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json"),
+    "transformers": ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"),
+}
+
+def _listing(folder:Path, n:int=12)->str:
+    "The names in `folder`, for error messages."
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return (", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")) if names else "nothing"
+
+def _check_weights(name:str, folder:Path):
+    "Raise a FileNotFoundError unless `folder` holds weights of component `name` that its library reads."
+    cls = _model_class(name, folder)
+    library = "diffusers" if cls.__module__.startswith("diffusers") else "transformers"
+    expected = WEIGHTS_FILES[library]
+    present = [f for f in expected if (folder/f).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{folder}: no weights for component {name!r} ({cls.__name__}); expected one of "
+                                f"{', '.join(expected)}; found {_listing(folder)}")
+    if all(f.endswith(".index.json") for f in present):  # sharded: every shard of the index must be there
+        index = folder/present[0]
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        gone = [s for s in shards if not (folder/s).is_file()]
+        if not shards or gone:
+            raise FileNotFoundError(f"{index}: {len(gone)} of the {len(shards)} weight shards it lists are missing "
+                                    f"({', '.join(gone[:4]) or 'it lists none'}); found {_listing(folder)}")
 
 # %% ../nbs/01_models.ipynb #f3962fcf
 def load_components(
@@ -221,16 +254,19 @@ def load_components(
                 f"({'as listed in model_index.json' if (path/'model_index.json').exists() else 'SD1.5, no model_index.json'})")
     for name in ("unet", "scheduler", "text_encoder") + (("tokenizer",) if tokenizer == "folder" else ()):
         if name not in layout: raise ValueError(f"{path}/model_index.json lists no {name!r}; {expected}")
-    for name in needed:
+    for name in needed:  # everything checked before anything is loaded
         folder = folders[name]
-        config = folder/CONFIG_FILES[name] if name in CONFIG_FILES else folder
-        missing = folder if not folder.is_dir() else config if not config.exists() else None
-        if missing: raise FileNotFoundError(f"{path}: missing {missing} (component {name!r}); {expected}")
+        if not folder.is_dir(): raise FileNotFoundError(f"{path}: missing {folder} (component {name!r}); {expected}")
+        config = folder/CONFIG_FILES[name] if name in CONFIG_FILES else None
+        if config is not None and not config.is_file():
+            raise FileNotFoundError(f"{path}: missing {config} (component {name!r}); expected {config.name} in {folder}, "
+                                    f"found {_listing(folder)}")
+        if name != "scheduler" and not name.startswith("tokenizer"): _check_weights(name, folder)
     parts = {}
     for name in needed:
         folder = folders[name]
         if name == "scheduler":
-            cls_name = scheduler_class or json.loads((folder/"scheduler_config.json").read_text())["_class_name"]
+            cls_name = scheduler_class or _read_json(folder/"scheduler_config.json")["_class_name"]
             parts[name] = _class_from(diffusers, cls_name, folder/"scheduler_config.json").from_pretrained(folder)
         elif name.startswith("tokenizer"): parts[name] = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
         else:
