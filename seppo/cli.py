@@ -25,7 +25,10 @@ def build_parser()->argparse.ArgumentParser:
     t.add_argument("--config", action="append", default=[], help="YAML file of flat keys; repeat to layer files")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key")
     t.add_argument("--output-dir", help="where logs, checkpoints and the final model go (output_dir)")
-    t.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in the output folder from its newest intact checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete the run state (checkpoints, pool, log, final model) in the output folder and start afresh")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("config", help="print the merged config as YAML")
     c.add_argument("--config", action="append", default=[])
@@ -97,13 +100,16 @@ def main(argv=None)->int:
         if args.command == "evaluate":
             from seppo.evaluate import evaluate_main
             return evaluate_main(args)
-        from seppo.trainer import read_log, train
+        from seppo.checkpoints import read_log
+        from seppo.trainer import train
         if args.command == "train":
             cfg = _cfg(args)
+            from seppo.checkpoints import check_output_dir
+            check_output_dir(cfg["output_dir"], resume=args.resume, overwrite=args.overwrite)
             if "world" in (cfg["model_path"], cfg["data_source"]):
                 from seppo.world_base import resolve_world
                 cfg = resolve_world(cfg)
-            summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+            summary = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
             if summary["is_main"]:
                 print(summarize_log(read_log(Path(cfg["output_dir"]) / "log.jsonl")))
                 print(f"final model: {summary['final']}")
@@ -111,13 +117,13 @@ def main(argv=None)->int:
         out = args.output_dir or tempfile.mkdtemp(prefix="seppo-demo-")
         cfg = load_config(train_method="seppo", train_max_updates=args.updates, ref_snapshot_every=3,
                           train_checkpoint_every=0, sample_num_steps=4, train_lr=1e-4, output_dir=out)
-        summary = train(cfg, progress=False)
+        summary = train(cfg, progress=False, overwrite=True)    # a demo folder is scratch: say what is replaced
         print(f"SePPO demo: {args.updates} updates of a tiny random UNet on toy winners "
               f"(pool of {summary['last'].get('pool_size')} snapshots, strategy {cfg['ref_strategy']}, AAF {cfg['aaf_mode']})")
         print(summarize_log(read_log(Path(out) / "log.jsonl")))
         print(f"log and final model in {out}")
         return 0
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, OSError, ValueError) as e:               # FileNotFoundError, a full disk, damaged files
         print(f"seppo: error: {e}", file=sys.stderr)
         return 2
 

@@ -5,7 +5,9 @@
 # %% ../nbs/03_reference.ipynb #792cde6a
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,12 +19,17 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
+from .durable import DamagedFile, durable_replace, fsync_tree, read_json, sha256_file, write_file
+
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['REF_STRATEGIES', 'STORAGES', 'trainable_state_dict', 'initial_reference', 'latest_reference', 'random_reference',
-           'select_reference', 'PoolEntry', 'ReferencePool']
+__all__ = ['log', 'REF_STRATEGIES', 'STORAGES', 'trainable_state_dict', 'initial_reference', 'latest_reference',
+           'random_reference', 'select_reference', 'PoolEntry', 'ReferencePool']
 
 # %% ../nbs/03_reference.ipynb #b25ffc43
 def trainable_state_dict(
@@ -71,6 +78,7 @@ class PoolEntry:
     id:int              # 0 = the initial model θ_0, then increasing
     step:int            # optimizer update at which the snapshot was taken
     path:str|None=None  # safetensors file for disk storage, None in CPU memory
+    sha256:str|None=None # of the snapshot file's bytes (disk storage and saved pools)
 
 def _snapshot_name(entry_id:int)->str: return f"snapshot-{entry_id:04d}.safetensors"
 
@@ -92,13 +100,21 @@ def _file_shapes(path)->dict[str, list[int]]:
     with safe_open(str(path), "pt") as f: return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
 
 def _replace_atomically(path:Path, write):
-    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`."
+    "Call `write(tmp)` on a temporary file next to `path`, make it read-only, then rename it to `path` (durably)."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
+    try:
+        out = write(tmp)
+        os.chmod(tmp, 0o444)
+        durable_replace(tmp, path)
+        return out
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+def _write_once(path:Path, data:bytes)->str:
+    "Write a read-only snapshot file atomically; its sha256."
+    return _replace_atomically(path, lambda tmp: write_file(tmp, data))
 
 def _link_or_copy(src, dst:Path):
     "Hard-link `src` to `dst` (a copy across file systems), atomically."
@@ -108,6 +124,26 @@ def _link_or_copy(src, dst:Path):
         except OSError: shutil.copyfile(src, tmp)
     _replace_atomically(dst, write)
 
+def _read_snapshot(path, sha256:str|None, replicas=(), what:str="")->dict[str, Tensor]:
+    "The tensors of a snapshot file whose bytes must hash to `sha256`; a damaged one is restored from `replicas`."
+    path = Path(path)
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise FileNotFoundError(f"pool snapshot {path}{what} is missing") from None
+    found = hashlib.sha256(data).hexdigest()
+    if sha256 is None or found == sha256: return load_bytes(data)
+    for root in replicas:
+        for copy_ in sorted(Path(root).rglob(path.name)):
+            if copy_.is_file() and not copy_.samefile(path) and sha256_file(copy_) == sha256:
+                log.warning("pool snapshot %s is damaged (sha256 %s…, %s… recorded); restored it from its intact "
+                            "copy %s", path, found[:12], sha256[:12], copy_)
+                good = copy_.read_bytes()
+                _write_once(path, good)
+                return load_bytes(good)
+    raise DamagedFile(f"pool snapshot {path}{what} is damaged: its sha256 is {found[:16]}…, {sha256[:16]}… was recorded "
+                      f"when it was written, and no intact copy was found{' under ' + ', '.join(map(str, replicas)) if replicas else ''}. "
+                      "Checkpoints hard-link snapshot files, so those that hold this one share the damage; resume "
+                      "from a checkpoint that holds an intact copy, or start afresh with --overwrite")
+
 class ReferencePool:
     "Snapshots of the trained weights that SePPO draws its reference model from."
     def __init__(self,
@@ -115,7 +151,8 @@ class ReferencePool:
                  directory:str|Path|None=None, # where disk storage keeps its files (created if missing)
                  max_size:int|None=None,    # most snapshots kept, θ_0 included; None keeps all (the paper)
                  strategy:str="random",     # a key of `REF_STRATEGIES`; 'random' is the paper's RCR
-                 seed:int=0):               # seed of the reference draws
+                 seed:int=0,                # seed of the reference draws
+                 replicas=()):              # folders searched for an intact copy of a damaged snapshot file
         if storage not in STORAGES: raise ValueError(f"unknown storage {storage!r}; valid storages: {', '.join(STORAGES)}")
         if storage == "disk" and directory is None: raise ValueError("disk storage needs a directory for its snapshots")
         if max_size is not None and max_size < 2:
@@ -123,6 +160,7 @@ class ReferencePool:
         _check_strategy(strategy)
         self.storage, self.max_size, self.strategy, self.seed = storage, max_size, strategy, seed
         self.directory = None if directory is None else Path(directory)
+        self.replicas = [Path(r) for r in replicas]
         if storage == "disk": self.directory.mkdir(parents=True, exist_ok=True)
         self.entries:list[PoolEntry] = []
         self.next_id, self.shapes = 0, None  # shapes: name -> shape of the first snapshot
@@ -158,8 +196,7 @@ class ReferencePool:
         if self.storage == "cpu": self._snapshots[entry.id] = tensors
         else:
             path = self.directory / _snapshot_name(entry.id)
-            _replace_atomically(path, lambda tmp: save_file(tensors, tmp))
-            entry.path = str(path)
+            entry.path, entry.sha256 = str(path), _write_once(path, save_bytes(tensors))
         self.entries.append(entry)
         self.next_id, self.shapes = self.next_id + 1, self.shapes or shapes
         if self.max_size is not None and len(self) > self.max_size: self._evict(self.entries[1])
@@ -170,9 +207,10 @@ class ReferencePool:
         return self.ids[select_reference(self.strategy, len(self), self.seed, update)]
 
     def get(self, entry_id:int)->dict[str, Tensor]:
-        "The snapshot of entry `entry_id` as CPU tensors (read from disk for disk storage); do not modify them in place."
+        "The snapshot of entry `entry_id` as CPU tensors (read and checksum-verified for disk storage); do not modify them in place."
         entry = self._entry(entry_id)
-        return load_file(entry.path) if entry.path is not None else dict(self._snapshots[entry_id])
+        if entry.path is None: return dict(self._snapshots[entry_id])
+        return _read_snapshot(entry.path, entry.sha256, self.replicas, f" (entry {entry.id}, update {entry.step})")
 
 # %% ../nbs/03_reference.ipynb #501ce09d
 @patch
@@ -229,7 +267,7 @@ def load_state_dict(self:ReferencePool, state:dict):
 def save(self:ReferencePool,
          directory:str|Path, # created or replaced as a whole
         ):
-    "Write every snapshot and `pool.json` to `directory`, atomically."
+    "Write (or link) every snapshot and `pool.json` to `directory`, atomically and durably."
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
@@ -237,10 +275,13 @@ def save(self:ReferencePool,
         state = self.state_dict()
         for e in state["entries"]:
             name = _snapshot_name(e["id"])
-            if e["path"] is None: save_file(self._snapshots[e["id"]], tmp / name)
-            else: _link_or_copy(e["path"], tmp / name)
+            if e["path"] is None: e["sha256"] = _write_once(tmp / name, save_bytes(self._snapshots[e["id"]]))
+            else:
+                _link_or_copy(e["path"], tmp / name)
+                e["sha256"] = e["sha256"] or sha256_file(tmp / name)
             e["path"] = name
-        (tmp / "pool.json").write_text(json.dumps(state, indent=1))
+        write_file(tmp / "pool.json", json.dumps(state, indent=1).encode())
+        fsync_tree(tmp)
         old = directory.rename(tmp.with_name(tmp.name + "-old")) if directory.exists() else None
         try: tmp.rename(directory)
         except BaseException:
@@ -256,19 +297,23 @@ def load(cls:ReferencePool,
          directory:str|Path,                # a directory written by `save`
          storage:str="cpu",                 # storage of the restored pool
          pool_directory:str|Path|None=None, # its directory for disk storage (the saved files are linked or copied)
+         replicas=(),                       # folders searched for intact copies of damaged snapshot files
         )->ReferencePool:
-    "Restore a pool written by `save`."
+    "Restore a pool written by `save`, every snapshot checked against its recorded sha256."
     directory = Path(directory)
     if not (directory / "pool.json").exists():
         raise FileNotFoundError(f"{directory / 'pool.json'} not found: {directory} is not a saved reference pool")
-    state = json.loads((directory / "pool.json").read_text())
+    state = read_json(directory / "pool.json", "the reference pool's metadata")
+    if not isinstance(state, dict) or not isinstance(state.get("entries"), list):
+        raise DamagedFile(f"{directory / 'pool.json'} lacks the pool's entries")
     missing = [e["path"] for e in state["entries"] if not (directory / e["path"]).exists()]
     if missing: raise FileNotFoundError(f"the saved reference pool {directory} lacks {_few(missing)}")
-    pool = cls(storage, pool_directory, state["max_size"], state["strategy"], state["seed"])
+    pool = cls(storage, pool_directory, state["max_size"], state["strategy"], state["seed"], replicas=replicas)
     for e in state["entries"]:
-        src = directory / e["path"]
-        _check_shapes(state["shapes"], _file_shapes(src), str(src))
-        if storage == "cpu": pool._snapshots[e["id"]], e["path"] = load_file(src), None
+        src, sha = directory / e["path"], e.get("sha256")
+        snapshot = _read_snapshot(src, sha, replicas, f" (entry {e['id']}, update {e['step']})")
+        _check_shapes(state["shapes"], {k: list(v.shape) for k, v in snapshot.items()}, str(src))
+        if storage == "cpu": pool._snapshots[e["id"]], e["path"] = snapshot, None
         else:
             dst = pool.directory / _snapshot_name(e["id"])
             if not dst.exists() or not dst.samefile(src): _link_or_copy(src, dst)

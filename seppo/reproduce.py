@@ -252,7 +252,8 @@ def run_world(
 )->dict:                   # prompts (DataFrame), metrics, curve (DataFrame|None), train, grid (uint8 array), model
     "Build the world, train (unless run_train is false) and evaluate: everything one run records."
     from seppo.models import load_components
-    from seppo.trainer import load_trained_weights, read_log, train
+    from seppo.checkpoints import read_log
+    from seppo.trainer import load_trained_weights, train
     from seppo.world_base import generate, resolve_world, world_from_config
     from seppo.world_eval import evaluate_world
     t0 = time.time()
@@ -327,7 +328,8 @@ def parse_named_paths(spec:str|None, what:str)->dict:
 def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
     "Train (unless run_train is false; several processes through accelerate) and evaluate with seppo.evaluate."
     from seppo.evaluate import evaluate
-    from seppo.trainer import FINAL_DIR, read_log, train
+    from seppo.checkpoints import read_log
+    from seppo.trainer import FINAL_DIR, train
     out_dir, train_info = Path(cfg["output_dir"]), {}
     if cfg["run_train"]:
         t1 = time.time()
@@ -337,10 +339,10 @@ def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
             (out_dir / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
             seppo_bin = shutil.which("seppo") or str(Path(sys.executable).with_name("seppo"))
             cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                   seppo_bin, "train", "--config", str(out_dir / "params.yaml"), "--no-progress"]
+                   seppo_bin, "train", "--config", str(out_dir / "params.yaml"), "--no-progress", "--overwrite"]
             subprocess.run(cmd, check=True)
             model = str(out_dir / FINAL_DIR)
-        else: model = train(cfg, progress=progress)["final"]
+        else: model = train(cfg, progress=progress, overwrite=True)["final"]   # a stale run's state is replaced
         train_info = train_summary(read_log(out_dir / "log.jsonl")) | {"seconds": time.time() - t1}
     else: model = cfg["model_path"]
     result = evaluate(model, parse_named_paths(cfg["eval_prompts"], "eval_prompts"), out_dir / "eval",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import logging
 import os
@@ -21,11 +22,16 @@ import torch
 from accelerate import Accelerator
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from tqdm.auto import tqdm
 
+from .checkpoints import (CKPT_PREFIX, check_output_dir, check_resume_config, clear_run_state, list_checkpoints,
+                               newest_intact_checkpoint, truncate_log)
 from .config import config_hash
 from .data import PreferenceDataset, collate, image_folder_items, pickapic_items, precompute_latents, read_pickapic
+from .durable import (DamagedFile, NoSpaceError, durable_replace, is_no_space, load_state, state_bytes,
+                           write_checksums, write_file)
 from .losses import denoising_error, dpo_loss, seppo_loss, sft_loss, split_pair
 from .models import encode_prompt, load_components, save_components, tiny_components
 from .reference import ReferencePool, trainable_state_dict
@@ -35,12 +41,12 @@ from .toy import make_toy_pickapic
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_TARGETS', 'DTYPES', 'CKPT_PREFIX', 'FINAL_DIR', 'sample_key',
-           'sample_generators', 'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components',
-           'add_lora', 'setup_models', 'build_dataset', 'encode_images', 'batch_latents', 'noise_target',
-           'denoise_errors', 'pair_inputs', 'Step', 'micro_batch_loss', 'list_checkpoints', 'rng_state',
-           'set_rng_state', 'read_log', 'truncate_log', 'Tracker', 'NonFiniteLossError', 'save_final', 'train',
-           'load_trained_weights', 'save_checkpoint']
+__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_TARGETS', 'DTYPES', 'FINAL_DIR', 'sample_key', 'sample_generators',
+           'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'add_lora',
+           'setup_models', 'build_dataset', 'encode_images', 'batch_latents', 'noise_target', 'denoise_errors',
+           'pair_inputs', 'Step', 'micro_batch_loss', 'rng_state', 'set_rng_state', 'process_state',
+           'set_process_state', 'Tracker', 'NonFiniteLossError', 'save_final', 'train', 'load_trained_weights',
+           'resume_point', 'load_checkpoint', 'save_checkpoint']
 
 # %% ../nbs/06_trainer.ipynb #ae3d546c
 PURPOSES = {"timestep": 0, "noise": 1, "reference": 2}
@@ -242,16 +248,6 @@ def micro_batch_loss(
     return loss, info
 
 # %% ../nbs/06_trainer.ipynb #0b3bef37
-CKPT_PREFIX = "step-"
-
-def list_checkpoints(output_dir)->list[Path]:
-    "Complete checkpoints under `output_dir/checkpoints`, oldest first."
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir(): return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX)
-            and p.name[len(CKPT_PREFIX):].isdigit() and (p / "trainer_state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
-
 def rng_state()->dict:
     "Every RNG state of this process."
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -263,22 +259,16 @@ def set_rng_state(state:dict):
     random.setstate(state["python"]); np.random.set_state(state["numpy"]); torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
+def process_state(dataset)->dict:
+    "What only this process knows: its RNG states and the unreadable items its data loading has met."
+    return {"rng": rng_state(), "data_skipped": dataset.skipped_state() if isinstance(dataset, PreferenceDataset) else []}
+
+def set_process_state(state:dict, dataset):
+    "Restore `process_state`: the RNGs, and the skipped items so that `data/skipped` continues its count."
+    set_rng_state(state["rng"])
+    if isinstance(dataset, PreferenceDataset): dataset.restore_skipped(state["data_skipped"])
+
 # %% ../nbs/06_trainer.ipynb #45972ded
-def read_log(path)->list[dict]:
-    "The records of a JSONL training log."
-    path = Path(path)
-    if not path.is_file(): return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-def truncate_log(path, last_update:int):
-    "Drop the records after `last_update` (atomically)."
-    path = Path(path)
-    if not path.is_file(): return
-    keep = [r for r in read_log(path) if r.get("update", 0) <= last_update]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    os.replace(tmp, path)
-
 class Tracker:
     "JSONL log (always) and TensorBoard (when installed), written by the main process."
     def __init__(self, output_dir, enabled:bool=True):
@@ -290,7 +280,11 @@ class Tracker:
         except Exception: self.tb = None
     def log(self, record:dict):
         if not self.enabled: return
-        with open(self.path, "a") as f: f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f: f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            if is_no_space(e): raise NoSpaceError(errno.ENOSPC, f"no space left on device while writing {self.path}") from e
+            raise
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "update": self.tb.add_scalar(k, v, record["update"])
@@ -309,6 +303,15 @@ def _poison(loss:torch.Tensor, update:int)->torch.Tensor:
     "Test hook: `SEPPO_FAULT=nan_loss@update` makes that update's loss NaN."
     return loss * float("nan") if os.environ.get("SEPPO_FAULT") == f"nan_loss@{update}" else loss
 
+def _fill_disk(path:Path, update:int):
+    "Test hook: `SEPPO_FAULT=disk_full@update` makes the write of `path` hit a full device (/dev/full)."
+    if os.environ.get("SEPPO_FAULT") == f"disk_full@{update}": os.symlink("/dev/full", path)
+
+def _still_intact(e:NoSpaceError, last_ckpt)->NoSpaceError:
+    "A full-disk error that also names the checkpoint that is still intact and what to do."
+    return NoSpaceError(errno.ENOSPC, f"{e}; {last_ckpt or 'no checkpoint (none was written yet)'} is intact; "
+                                      "free space and run again with --resume")
+
 # %% ../nbs/06_trainer.ipynb #74b1f272
 FINAL_DIR = "final"
 
@@ -317,22 +320,27 @@ def save_final(accelerator, comps, unet, cfg, output_dir):
     final, tmp = Path(output_dir) / FINAL_DIR, Path(output_dir) / f".tmp-{FINAL_DIR}"
     if tmp.exists(): shutil.rmtree(tmp)
     unet = accelerator.unwrap_model(unet)
-    if cfg["train_lora_rank"] > 0:
-        from diffusers import StableDiffusionPipeline
-        from peft.utils import get_peft_model_state_dict
-        base = cfg["model_path"]
-        if base == "tiny":
-            base = str((Path(output_dir) / "base").resolve())
-            if not Path(base).is_dir(): save_components(build_components(cfg), base)
-        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=get_peft_model_state_dict(unet),
-                                                  safe_serialization=True)
-        (tmp / "seppo_base.json").write_text(json.dumps({"base_model": str(base)}, indent=1) + "\n")
-    else:
-        out = copy.copy(comps)
-        out.unet = unet
-        save_components(out, tmp)
+    try:
+        if cfg["train_lora_rank"] > 0:
+            from diffusers import StableDiffusionPipeline
+            from peft.utils import get_peft_model_state_dict
+            base = cfg["model_path"]
+            if base == "tiny":
+                base = str((Path(output_dir) / "base").resolve())
+                if not Path(base).is_dir(): save_components(build_components(cfg), base)
+            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=get_peft_model_state_dict(unet),
+                                                      safe_serialization=True)
+            (tmp / "seppo_base.json").write_text(json.dumps({"base_model": str(base)}, indent=1) + "\n")
+        else:
+            out = copy.copy(comps)
+            out.unet = unet
+            save_components(out, tmp)
+    except Exception as e:
+        if not is_no_space(e): raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise NoSpaceError(errno.ENOSPC, f"no space left on device while writing the final model into {tmp}") from e
     if final.exists(): shutil.rmtree(final)
-    os.replace(tmp, final)
+    durable_replace(tmp, final)
     return final
 
 def _mean_info(infos:list[dict], accelerator)->dict:
@@ -343,16 +351,26 @@ def _mean_info(infos:list[dict], accelerator)->dict:
 
 def train(
     cfg:dict,          # a complete config (`load_config`)
-    resume:bool=False, # continue from the newest complete checkpoint in output_dir
+    resume:bool=False, # continue from the newest intact checkpoint in output_dir (its config must match)
     progress:bool=True, # show a tqdm bar on the main process
+    overwrite:bool=False, # delete another run's state in output_dir first (saying what), instead of refusing
 )->dict:               # summary: updates done, final path, last log record
     "Train with SFT, Diffusion-DPO or SePPO as `cfg` says; returns a summary."
     output_dir = Path(cfg["output_dir"])
+    check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # before anything is written, on every process
     accelerator = Accelerator(mixed_precision=cfg["train_mixed_precision"], cpu=cfg["train_cpu"])
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    if main: output_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        if overwrite: clear_run_state(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     device, seed, method = accelerator.device, cfg["train_seed"], cfg["train_method"]
+    ck, saved = resume_point(accelerator, output_dir) if resume else (None, None)
+    if ck is not None:
+        if saved["world_size"] != world:
+            raise ValueError(f"{ck} was written by {saved['world_size']} processes, this run has {world}: "
+                             f"exact resume needs the same number")
+        check_resume_config(ck, saved["config"], cfg)
     torch.manual_seed(seed); np.random.seed(seed); random.seed(seed)
 
     comps, ref_unet = setup_models(cfg, device)
@@ -375,35 +393,26 @@ def train(
         negative_embeds = encode_prompt(comps.tokenizer, comps.text_encoder, [""]).to(device)
 
     pool = None
+    replicas = [output_dir / "checkpoints"]  # where intact copies of a damaged pool file may be found
     if method != "sft":
         strategy = cfg["ref_strategy"] if method == "seppo" else "initial"
         # disk snapshots are identical on every process; they share one folder (writes are atomic renames)
         pool_dir = output_dir / "pool" if cfg["ref_pool_storage"] == "disk" else None
         pool = ReferencePool(storage=cfg["ref_pool_storage"], directory=pool_dir, max_size=cfg["ref_pool_max"],
-                             strategy=strategy, seed=seed)
+                             strategy=strategy, seed=seed, replicas=replicas)
 
-    update, ckpts = 0, list_checkpoints(output_dir)
-    if resume and ckpts:
-        ck = ckpts[-1]
-        state = json.loads((ck / "trainer_state.json").read_text())
-        if state["world_size"] != world:
-            raise ValueError(f"{ck} was written by {state['world_size']} processes, this run has {world}: "
-                             f"exact resume needs the same number")
-        load_trained_weights(raw_unet, ck / "model.safetensors")
-        optimizer.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=False))
-        lr_scheduler.load_state_dict(torch.load(ck / "lr_scheduler.pt", weights_only=False))
-        if accelerator.scaler is not None and (ck / "scaler.pt").is_file():
-            accelerator.scaler.load_state_dict(torch.load(ck / "scaler.pt", weights_only=False))
-        set_rng_state(torch.load(ck / f"rng-{rank}.pt", weights_only=False))
+    update, last_ckpt = 0, None
+    if ck is not None:
+        load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, accelerator.scaler, rank, dataset)
         if pool is not None:
-            pool = ReferencePool.load(ck / "pool", storage=cfg["ref_pool_storage"], pool_directory=pool_dir)
-        update = state["update"]
+            pool = ReferencePool.load(ck / "pool", storage=cfg["ref_pool_storage"], pool_directory=pool_dir,
+                                      replicas=replicas)
+        update, last_ckpt = saved["update"], str(ck)
         if main: truncate_log(output_dir / "log.jsonl", update)
         log.info("resumed from %s at update %d", ck, update)
     else:
         if main and (output_dir / "log.jsonl").exists(): (output_dir / "log.jsonl").unlink()
         if pool is not None: pool.add(trainable_state_dict(raw_unet), step=0)
-    last_ckpt = str(list_checkpoints(output_dir)[-1]) if list_checkpoints(output_dir) else None
     accelerator.wait_for_everyone()
 
     tracker = Tracker(output_dir, enabled=main)
@@ -411,66 +420,69 @@ def train(
     global_batch = B * world
     bar = tqdm(total=cfg["train_max_updates"], initial=update, disable=not (main and progress), desc=method)
     record = {}
-    while update < cfg["train_max_updates"]:
-        t_update = time.perf_counter()
-        ref_id = None
-        if pool is not None:
-            ref_id = pool.select(update)
-            pool.materialize(ref_unet, ref_id)
-        step = Step(cfg, noise_scheduler, sample_scheduler, negative_embeds, ref_unet, update)
-        infos, skipped = [], 0
-        for micro in range(accum):
-            g = update * accum + micro
-            epoch, idx = global_batch_indices(len(dataset), global_batch, seed, g)
-            dataset.set_epoch(epoch)
-            mine = idx[rank * B:(rank + 1) * B]
-            batch = collate([dataset[int(i)] for i in mine])
-            step.micro, step.positions = micro, tuple(range(rank * B, (rank + 1) * B))
-            latents = batch_latents(batch, comps.vae, device)
-            with torch.no_grad():
-                prompt_embeds = encode_prompt(comps.tokenizer, comps.text_encoder, batch["caption"]).to(device)
-            sync = micro == accum - 1
-            with (nullcontext() if sync or world == 1 else accelerator.no_sync(unet)):
-                with accelerator.autocast():
-                    loss, info = micro_batch_loss(unet, latents, prompt_embeds.float(), step)
-                loss = _poison(loss, update + 1)
-                finite = accelerator.reduce(torch.isfinite(loss.detach()).float().to(device), "min").item()
-                if finite < 1:
-                    raise NonFiniteLossError(
-                        f"non-finite loss at update {update + 1} (micro-batch {micro}); the weights were not updated. "
-                        f"Last good checkpoint: {last_ckpt or 'none (no checkpoint written yet)'}, left intact.")
-                t0 = time.perf_counter()
-                accelerator.backward(loss / accum)
-                _timed(step, "forward_backward", t0)
-            infos.append({k: v for k, v in info.items() if torch.is_tensor(v)} | {"loss": loss.detach()})
-            skipped = getattr(dataset, "num_skipped", 0)
-        if cfg["train_max_grad_norm"] > 0:
-            accelerator.clip_grad_norm_(params, cfg["train_max_grad_norm"])
-        optimizer.step(); lr_scheduler.step(); optimizer.zero_grad(set_to_none=True)
-        update += 1
-        _fault("after_step", update)
+    try:
+        while update < cfg["train_max_updates"]:
+            t_update = time.perf_counter()
+            ref_id = None
+            if pool is not None:
+                ref_id = pool.select(update)
+                pool.materialize(ref_unet, ref_id)
+            step = Step(cfg, noise_scheduler, sample_scheduler, negative_embeds, ref_unet, update)
+            infos, skipped = [], 0
+            for micro in range(accum):
+                g = update * accum + micro
+                epoch, idx = global_batch_indices(len(dataset), global_batch, seed, g)
+                dataset.set_epoch(epoch)
+                mine = idx[rank * B:(rank + 1) * B]
+                batch = collate([dataset[int(i)] for i in mine])
+                step.micro, step.positions = micro, tuple(range(rank * B, (rank + 1) * B))
+                latents = batch_latents(batch, comps.vae, device)
+                with torch.no_grad():
+                    prompt_embeds = encode_prompt(comps.tokenizer, comps.text_encoder, batch["caption"]).to(device)
+                sync = micro == accum - 1
+                with (nullcontext() if sync or world == 1 else accelerator.no_sync(unet)):
+                    with accelerator.autocast():
+                        loss, info = micro_batch_loss(unet, latents, prompt_embeds.float(), step)
+                    loss = _poison(loss, update + 1)
+                    finite = accelerator.reduce(torch.isfinite(loss.detach()).float().to(device), "min").item()
+                    if finite < 1:
+                        raise NonFiniteLossError(
+                            f"non-finite loss at update {update + 1} (micro-batch {micro}); the weights were not updated. "
+                            f"Last good checkpoint: {last_ckpt or 'none (no checkpoint written yet)'}, left intact.")
+                    t0 = time.perf_counter()
+                    accelerator.backward(loss / accum)
+                    _timed(step, "forward_backward", t0)
+                infos.append({k: v for k, v in info.items() if torch.is_tensor(v)} | {"loss": loss.detach()})
+                skipped = getattr(dataset, "num_skipped", 0)
+            if cfg["train_max_grad_norm"] > 0:
+                accelerator.clip_grad_norm_(params, cfg["train_max_grad_norm"])
+            optimizer.step(); lr_scheduler.step(); optimizer.zero_grad(set_to_none=True)
+            update += 1
+            _fault("after_step", update)
 
-        if method == "seppo" and update % cfg["ref_snapshot_every"] == 0:
-            pool.add(trainable_state_dict(raw_unet), step=update)
-            _fault("after_snapshot", update)
+            if method == "seppo" and update % cfg["ref_snapshot_every"] == 0:
+                pool.add(trainable_state_dict(raw_unet), step=update)
+                _fault("after_snapshot", update)
 
-        stats = _mean_info(infos, accelerator)
-        wall = time.perf_counter() - t_update
-        record = {"update": update, "loss": stats.pop("loss"), **stats, "lr": lr_scheduler.get_last_lr()[0],
-                  "samples_per_s": global_batch * accum / wall, "time/update": wall,
-                  **{f"time/{k}": v for k, v in sorted(step.timings.items())}, "data/skipped": skipped}
-        if pool is not None:
-            ids = accelerator.gather(torch.tensor([ref_id], device=device)).tolist()
-            if len(set(ids)) > 1: raise RuntimeError(f"processes drew different references at update {update}: {ids}")
-            record |= {"ref_id": ref_id, "ref_ids_per_process": ids, "pool_size": len(pool)}
-        if update % cfg["train_log_every"] == 0 or update == cfg["train_max_updates"]: tracker.log(record)
-        bar.update(1); bar.set_postfix(loss=f"{record['loss']:.4f}")
+            stats = _mean_info(infos, accelerator)
+            wall = time.perf_counter() - t_update
+            record = {"update": update, "loss": stats.pop("loss"), **stats, "lr": lr_scheduler.get_last_lr()[0],
+                      "samples_per_s": global_batch * accum / wall, "time/update": wall,
+                      **{f"time/{k}": v for k, v in sorted(step.timings.items())}, "data/skipped": skipped}
+            if pool is not None:
+                ids = accelerator.gather(torch.tensor([ref_id], device=device)).tolist()
+                if len(set(ids)) > 1: raise RuntimeError(f"processes drew different references at update {update}: {ids}")
+                record |= {"ref_id": ref_id, "ref_ids_per_process": ids, "pool_size": len(pool)}
+            if update % cfg["train_log_every"] == 0 or update == cfg["train_max_updates"]: tracker.log(record)
+            bar.update(1); bar.set_postfix(loss=f"{record['loss']:.4f}")
 
-        if cfg["train_checkpoint_every"] and update % cfg["train_checkpoint_every"] == 0:
-            last_ckpt = str(save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, update))
-    bar.close(); tracker.close()
-    accelerator.wait_for_everyone()
-    if main: save_final(accelerator, comps, unet, cfg, output_dir)
+            if cfg["train_checkpoint_every"] and update % cfg["train_checkpoint_every"] == 0:
+                last_ckpt = str(save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, update, dataset))
+        bar.close(); tracker.close()
+        accelerator.wait_for_everyone()
+        if main: save_final(accelerator, comps, unet, cfg, output_dir)
+    except NoSpaceError as e:
+        raise _still_intact(e, last_ckpt) from e
     accelerator.wait_for_everyone()
     return {"updates": update, "final": str(output_dir / FINAL_DIR), "last": record, "world_size": world,
             "is_main": main}
@@ -487,8 +499,37 @@ def load_trained_weights(unet, path):
                        f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                        f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
 
-def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, update:int)->Path:
-    "Write checkpoint `step-<update>` atomically (temp dir, then rename) and prune old ones."
+def resume_point(accelerator, output_dir)->tuple[Path|None, dict|None]:
+    "The newest intact checkpoint and its trainer state, chosen (and verified) by the main process for every process."
+    from accelerate.utils import broadcast_object_list
+    box = [None]
+    if accelerator.is_main_process:
+        ck, problems = newest_intact_checkpoint(output_dir)
+        for p in problems:
+            log.warning("damaged checkpoint %s; %s", p, f"falling back to {ck.name}" if ck else "no older one is intact")
+        box = [(None if ck is None else str(ck), problems)]
+    if accelerator.num_processes > 1: broadcast_object_list(box)
+    ck, problems = box[0]
+    if ck is None:
+        if problems:
+            raise DamagedFile(f"no intact checkpoint to resume in {Path(output_dir) / 'checkpoints'}: "
+                              + "; ".join(problems) + ". Start afresh with --overwrite")
+        log.warning("--resume: %s holds no checkpoint yet; starting from update 0", output_dir)
+        return None, None
+    return Path(ck), json.loads((Path(ck) / "trainer_state.json").read_text())
+
+def load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, scaler, rank:int, dataset):
+    "Restore a verified checkpoint's weights, optimizer, schedule, scaler and this process's state."
+    ck = Path(ck)
+    load_trained_weights(raw_unet, ck / "model.safetensors")
+    optimizer.load_state_dict(load_state(ck / "optimizer.safetensors"))
+    lr_scheduler.load_state_dict(load_state(ck / "lr_scheduler.safetensors"))
+    if scaler is not None and (ck / "scaler.safetensors").is_file():
+        scaler.load_state_dict(load_state(ck / "scaler.safetensors"))
+    set_process_state(load_state(ck / f"process-{rank}.safetensors"), dataset)
+
+def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, update:int, dataset=None)->Path:
+    "Write checkpoint `step-<update>`: fsync'd files in a temp folder, checksums last, one rename; prune old ones."
     root = Path(cfg["output_dir"]) / "checkpoints"
     final, tmp = root / f"{CKPT_PREFIX}{update}", root / f".tmp-{CKPT_PREFIX}{update}"
     main, rank = accelerator.is_main_process, accelerator.process_index
@@ -496,27 +537,45 @@ def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, u
         if tmp.exists(): shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
-    if main:
-        trainable = {k for k, p in raw_unet.named_parameters() if p.requires_grad}
-        weights = {k: v.detach().contiguous().cpu() for k, v in raw_unet.state_dict().items()
-                   if cfg["train_lora_rank"] == 0 or k in trainable}
-        save_file(weights, tmp / "model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-        if accelerator.scaler is not None: torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-        if pool is not None: pool.save(tmp / "pool")
-        _fault("mid_checkpoint", update)
-        state = {"update": update, "world_size": accelerator.num_processes, "config_hash": config_hash(cfg),
-                 "config": cfg, "pool_size": len(pool) if pool is not None else 0}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1) + "\n")
+    sums = {}
+    try:
+        write_file(tmp / f"process-{rank}.safetensors", state_bytes(process_state(dataset)))
+        if main:
+            trainable = {k for k, p in raw_unet.named_parameters() if p.requires_grad}
+            weights = {k: v.detach().contiguous().cpu() for k, v in raw_unet.state_dict().items()
+                       if cfg["train_lora_rank"] == 0 or k in trainable}
+            sums["model.safetensors"] = write_file(tmp / "model.safetensors", save_bytes(weights))
+            _fill_disk(tmp / "optimizer.safetensors", update)
+            sums["optimizer.safetensors"] = write_file(tmp / "optimizer.safetensors", state_bytes(optimizer.state_dict()))
+            sums["lr_scheduler.safetensors"] = write_file(tmp / "lr_scheduler.safetensors",
+                                                          state_bytes(lr_scheduler.state_dict()))
+            if accelerator.scaler is not None:
+                sums["scaler.safetensors"] = write_file(tmp / "scaler.safetensors",
+                                                        state_bytes(accelerator.scaler.state_dict()))
+            if pool is not None:
+                pool.save(tmp / "pool")
+            _fault("mid_checkpoint", update)
+            state = {"update": update, "world_size": accelerator.num_processes, "config_hash": config_hash(cfg),
+                     "config": cfg, "pool_size": len(pool) if pool is not None else 0}
+            sums["trainer_state.json"] = write_file(tmp / "trainer_state.json", (json.dumps(state, indent=1) + "\n").encode())
+    except NoSpaceError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     if main:
+        if pool is not None:  # the snapshots' hashes were recorded when they were written
+            saved = json.loads((tmp / "pool" / "pool.json").read_text())
+            sums |= {f"pool/{e['path']}": e["sha256"] for e in saved["entries"]}
+        try: write_checksums(tmp, known=sums)                           # the last write: the checkpoint is complete
+        except NoSpaceError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists(): shutil.rmtree(final)
-        os.replace(tmp, final)
+        durable_replace(tmp, final)
         keep = cfg["train_checkpoints_keep"]
         if keep:
-            for old in list_checkpoints(cfg["output_dir"])[:-keep]: shutil.rmtree(old)
+            done = [c for c in list_checkpoints(cfg["output_dir"]) if int(c.name[len(CKPT_PREFIX):]) <= update]
+            for old in done[:-keep]: shutil.rmtree(old)
     accelerator.wait_for_everyone()
     _fault("after_checkpoint", update)
     return final

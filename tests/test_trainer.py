@@ -1,6 +1,5 @@
 """The trainer end to end, in real processes: exact resume after a crash, two processes, final model, errors."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,61 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-SEPPO = str(Path(sys.executable).parent / "seppo")   # the console script installed with the package
-EXAMPLES = ROOT / "configs" / "examples"
-# small and fast: 8 updates, a snapshot every 3, a checkpoint every 2
-FAST = ["train_max_updates=8", "train_checkpoint_every=2", "train_checkpoints_keep=0", "ref_snapshot_every=3",
-        "data_toy_size=24", "train_batch_size=4", "sample_num_steps=2"]
-
-
-def env(**extra):
-    e = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
-    e.pop("SEPPO_FAULT", None)
-    e.update(extra)
-    return e
-
-
-def seppo_train(method, out, *sets, fault=None, resume=False, check=True, data=None):
-    cmd = [SEPPO, "train", "--config", str(EXAMPLES / f"tiny-{method}.yaml"),
-           "--output-dir", str(out), "--no-progress", *[a for s in FAST + list(sets) for a in ("--set", s)]]
-    if data: cmd += ["--set", f"data_path={data}"]
-    if resume: cmd.append("--resume")
-    extra = {"SEPPO_FAULT": fault} if fault else {}
-    r = subprocess.run(cmd, env=env(**extra), capture_output=True, text=True, timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
-    return r
-
-
-def final_weights(out):
-    return load_file(Path(out) / "final" / "unet" / "diffusion_pytorch_model.safetensors")
-
-
-def assert_bitwise_equal(a, b):
-    assert a.keys() == b.keys()
-    diff = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not diff, f"{len(diff)} tensors differ, e.g. {diff[:3]}"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """One toy data set shared by every run (made once, read-only afterwards)."""
-    from seppo.toy import make_toy_pickapic
-    d = tmp_path_factory.mktemp("toy")
-    make_toy_pickapic(d, n=24, resolution=16, seed=0)
-    return d
-
-
-@pytest.fixture(scope="module")
-def reference_runs(tmp_path_factory, data):
-    """Uninterrupted runs of each method, the baseline every resumed run must match bit for bit."""
-    out = {}
-    for method in ("sft", "dpo", "seppo"):
-        d = tmp_path_factory.mktemp(f"ref-{method}")
-        seppo_train(method, d, data=data)
-        out[method] = d
-    return out
+from trainrun import EXAMPLES, FAST, SEPPO, assert_bitwise_equal, env, final_weights, seppo_train
 
 
 @pytest.mark.parametrize("method,fault", [
