@@ -294,3 +294,33 @@ def test_skipped_count_continues_after_resume(tmp_path, data):
               for k in ("whole", "resumed")]
     assert counts[0][-1] > 0 and counts[0] == counts[1], counts
 
+
+
+# ---- two processes: both write their own state, the main one verifies and tells the other --------------------------
+
+def torchrun_train(out, data, fault=None, resume=False):
+    import sys
+    from trainrun import FAST, SEPPO, env
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "--no-python", SEPPO,
+           "train", "--config", str(EXAMPLES / "tiny-seppo.yaml"), "--output-dir", str(out), "--no-progress",
+           "--set", f"data_path={data}", *[a for s in FAST + ["train_batch_size=2", "train_max_updates=6",
+                                                            "ref_pool_storage=disk"] for a in ("--set", s)]]
+    if resume: cmd.append("--resume")
+    return subprocess.run(cmd, env=env(**({"SEPPO_FAULT": fault} if fault else {})), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_two_process_checkpoints_resume_exactly_and_fall_back(tmp_path, data):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    r = torchrun_train(whole, data)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun_train(cut, data, fault="after_checkpoint@4")
+    assert r.returncode != 0
+    ck = cut / "checkpoints" / "step-4"
+    assert {p.name for p in ck.glob("process-*.safetensors")} == {"process-0.safetensors", "process-1.safetensors"}
+    truncate(ck / "process-1.safetensors")                                    # the other process's state is damaged
+    r = torchrun_train(cut, data, resume=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step-4/process-1.safetensors is damaged" in r.stderr and "falling back to step-2" in r.stderr
+    assert_bitwise_equal(final_weights(cut), final_weights(whole))
+    assert log_updates(cut) == log_updates(whole) == list(range(1, 7))
