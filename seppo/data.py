@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import namedtuple
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,8 @@ from fastcore.basics import patch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from .durable import atomic_write
 
 # %% auto #0
 __all__ = ['PICKAPIC_COLUMNS', 'PICKAPIC_LABELS', 'PICKAPIC_MODES', 'INTERPOLATIONS', 'Augment', 'ON_ERROR', 'LATENTS_FORMAT',
@@ -471,8 +472,8 @@ class LatentDataset(Dataset):
         info = {"format": LATENTS_FORMAT, "safetensors": path.name, "captions": self.captions,
                 "shapes": {k: list(v.shape) for k, v in self.tensors.items()}, "random_flip": self.random_flip,
                 "empty_prompt_prob": self.empty_prompt_prob, "seed": self.seed, "meta": self.meta}
-        _atomic_write(path, lambda f: save_file({k: v.contiguous() for k, v in self.tensors.items()}, f))
-        _atomic_write(path.with_suffix(".json"), lambda f: Path(f).write_text(json.dumps(info), encoding="utf-8"))
+        atomic_write(path, lambda f: save_file({k: v.contiguous() for k, v in self.tensors.items()}, f))
+        atomic_write(path.with_suffix(".json"), lambda f: Path(f).write_text(json.dumps(info), encoding="utf-8"))
 
     @classmethod
     def load(cls, path:str|Path, **overrides)->LatentDataset: # overrides: random_flip, empty_prompt_prob, seed
@@ -492,17 +493,6 @@ class LatentDataset(Dataset):
                              f"shapes {shapes}, expected {info['shapes']}")
         kw = {k: info[k] for k in ("random_flip", "empty_prompt_prob", "seed")} | overrides
         return cls(tensors, info["captions"], meta=info["meta"], **kw)
-
-def _atomic_write(path:Path, write:Callable):
-    "Call `write(tmp_name)` on a temporary file beside `path`, then move it into place."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
 
 # %% ../nbs/05_data.ipynb #b8d9089e
 @torch.no_grad()

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from safetensors.torch import save as save_bytes
 
 # %% auto #0
 __all__ = ['STATE_KEY', 'CHECKSUMS', 'state_bytes', 'load_state', 'NoSpaceError', 'is_no_space', 'fsync_path', 'fsync_tree',
-           'durable_replace', 'write_file', 'write_text_durably', 'DamagedFile', 'sha256_file', 'write_checksums',
-           'read_json', 'verify_checksums']
+           'durable_replace', 'write_file', 'atomic_write', 'write_text_durably', 'DamagedFile', 'sha256_file',
+           'write_checksums', 'read_json', 'verify_checksums']
 
 # %% ../nbs/02a_durable.ipynb #289d6c31
 STATE_KEY = "seppo_state"
@@ -106,12 +107,28 @@ def write_file(path, data:bytes)->str:
         raise
     return hashlib.sha256(data).hexdigest()
 
-def write_text_durably(path, text:str):
-    "Replace the text file `path` atomically and durably (temp file, fsync, rename)."
+def atomic_write(
+    path,                 # the file to create or replace
+    write,                # write(tmp) writes the new content to the temporary path `tmp`
+    readonly:bool=False,  # make the file read-only (write-once files)
+):
+    "Replace `path` atomically and durably: `write` into a temp file beside it, fsync, rename, fsync the folder."
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try: write_file(tmp, text.encode()); durable_replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        out = write(tmp)
+        if readonly: os.chmod(tmp, 0o444)
+        durable_replace(tmp, path)
+        return out
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+def write_text_durably(path, text:str):
+    "Replace the text file `path` atomically and durably."
+    atomic_write(path, lambda tmp: write_file(tmp, text.encode()))
+
 
 # %% ../nbs/02a_durable.ipynb #226545f0
 CHECKSUMS = "checksums.json"

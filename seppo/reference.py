@@ -23,7 +23,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
-from .durable import DamagedFile, durable_replace, fsync_tree, read_json, sha256_file, write_file
+from .durable import DamagedFile, atomic_write, fsync_tree, read_json, sha256_file, write_file
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +99,9 @@ def _file_shapes(path)->dict[str, list[int]]:
     "Tensor name -> shape of a safetensors file, without reading the tensors."
     with safe_open(str(path), "pt") as f: return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
 
-def _replace_atomically(path:Path, write):
-    "Call `write(tmp)` on a temporary file next to `path`, make it read-only, then rename it to `path` (durably)."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        out = write(tmp)
-        os.chmod(tmp, 0o444)
-        durable_replace(tmp, path)
-        return out
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 def _write_once(path:Path, data:bytes)->str:
     "Write a read-only snapshot file atomically; its sha256."
-    return _replace_atomically(path, lambda tmp: write_file(tmp, data))
+    return atomic_write(path, lambda tmp: write_file(tmp, data), readonly=True)
 
 def _link_or_copy(src, dst:Path):
     "Hard-link `src` to `dst` (a copy across file systems), atomically."
@@ -122,7 +109,7 @@ def _link_or_copy(src, dst:Path):
         os.unlink(tmp)
         try: os.link(src, tmp)
         except OSError: shutil.copyfile(src, tmp)
-    _replace_atomically(dst, write)
+    atomic_write(dst, write, readonly=True)
 
 def _read_snapshot(path, sha256:str|None, replicas=(), what:str="")->dict[str, Tensor]:
     "The tensors of a snapshot file whose bytes must hash to `sha256`; a damaged one is restored from `replicas`."

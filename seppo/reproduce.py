@@ -192,10 +192,10 @@ def run_status(run:Run)->str:
 
 # %% ../nbs/20_reproduce.ipynb #058d40ed
 def atomic_write_text(path:str|Path, text:str):
-    "Write `text` to `path` through a temporary file and a rename (seppo.data's atomic writer), creating its folder."
-    from seppo.data import _atomic_write
+    "Write `text` to `path` atomically and durably (seppo.durable), creating its folder."
+    from seppo.durable import write_text_durably
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_text_durably(path, text)
 
 def environment_info()->dict:
     "Versions and machine facts recorded beside every run."

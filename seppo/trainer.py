@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from tqdm.auto import tqdm
 
-from .checkpoints import (CKPT_PREFIX, check_output_dir, check_resume_config, clear_run_state, list_checkpoints,
-                               newest_intact_checkpoint, truncate_log)
+from .checkpoints import (CKPT_PREFIX, check_output_dir, check_resume_config, checkpoint_update, clear_run_state,
+                               list_checkpoints, newest_intact_checkpoint, truncate_log)
 from .config import config_hash
 from .data import PreferenceDataset, collate, image_folder_items, pickapic_items, precompute_latents, read_pickapic
 from .durable import (DamagedFile, NoSpaceError, durable_replace, is_no_space, load_state, state_bytes,
@@ -574,7 +574,7 @@ def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, u
         durable_replace(tmp, final)
         keep = cfg["train_checkpoints_keep"]
         if keep:
-            done = [c for c in list_checkpoints(cfg["output_dir"]) if int(c.name[len(CKPT_PREFIX):]) <= update]
+            done = [c for c in list_checkpoints(cfg["output_dir"]) if checkpoint_update(c) <= update]
             for old in done[:-keep]: shutil.rmtree(old)
     accelerator.wait_for_everyone()
     _fault("after_checkpoint", update)
