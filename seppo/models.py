@@ -19,14 +19,15 @@ from typing import Any
 import diffusers
 import torch
 import transformers
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 # %% auto #0
 __all__ = ['BPE_FILE', 'BOS_TOKEN', 'EOS_TOKEN', 'COMPONENT_NAMES', 'SD_LAYOUT', 'CONFIG_FILES', 'TOKENIZER_SOURCES',
            'SD15_SCHEDULER_CONFIG', 'WEIGHTS_FILES', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
-           'save_components', 'load_components']
+           'is_video_unet', 'frame_embeds', 'zero_motion_outputs', 'inflate_unet', 'tiny_motion_adapter',
+           'tiny_video_components', 'save_components', 'load_components']
 
 # %% ../nbs/01_models.ipynb #81a1cf90
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -151,6 +152,66 @@ def encode_prompt(
     with torch.no_grad(): prompt_embeds = text_encoder(enc.input_ids.to(device), attention_mask=mask)[0]
     return prompt_embeds.to(dtype=text_encoder.dtype, device=device)
 
+# %% ../nbs/01_models.ipynb #c4c0af23
+def is_video_unet(unet)->bool:
+    "Whether `unet` (or the model a DDP / torch.compile wrapper holds) is a motion model: per-frame text embeddings."
+    for attr in ("module", "_orig_mod"): unet = getattr(unet, attr, unet)
+    return isinstance(unet, UNetMotionModel)
+
+def frame_embeds(
+    unet,                 # the UNet the embeddings are for
+    prompt_embeds:Tensor, # (B, L, D), one row per sample
+    num_frames:int,       # F of the latents
+)->Tensor:                # (B·F, L, D) for a motion model (sample-major), `prompt_embeds` unchanged otherwise
+    "Text embeddings as `unet` takes them: for a motion model each prompt repeated for its own F frames."
+    if not is_video_unet(unet): return prompt_embeds
+    for attr in ("module", "_orig_mod"): unet = getattr(unet, attr, unet)
+    max_f = unet.config.motion_max_seq_length
+    if num_frames > max_f:
+        raise ValueError(f"{num_frames} frames exceed the motion modules' motion_max_seq_length of {max_f}: "
+                         f"sample at most {max_f} frames per clip")
+    return prompt_embeds.repeat_interleave(num_frames, dim=0)
+
+def zero_motion_outputs(unet)->int:
+    "Zero the output projection of every motion module (they then add nothing); returns how many tensors."
+    n = 0
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "motion_modules" in name and ".proj_out." in name: p.zero_(); n += 1
+    if n == 0: raise ValueError(f"{type(unet).__name__} has no motion_modules.*.proj_out parameters to zero")
+    return n
+
+def inflate_unet(
+    unet2d:UNet2DConditionModel, # a (trained) image UNet; not modified
+    adapter:MotionAdapter,       # motion modules matching its blocks (`block_out_channels`, layers per block)
+    zero_motion:bool=True,       # zero the motion outputs: the video model equals the image model per frame
+)->UNetMotionModel:
+    "An AnimateDiff UNet made of `unet2d`'s weights and `adapter`'s motion modules."
+    ours, theirs = tuple(unet2d.config.block_out_channels), tuple(adapter.config.block_out_channels)
+    if ours != theirs:
+        raise ValueError(f"the motion adapter's block_out_channels {theirs} do not match the UNet's {ours}")
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    if zero_motion: zero_motion_outputs(unet)
+    return unet.to(unet2d.dtype).eval()
+
+def tiny_motion_adapter(seed:int=0, max_frames:int=16)->MotionAdapter:
+    "A random motion adapter for `tiny_components`' UNet, deterministic in `seed`."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                             motion_norm_num_groups=32, motion_max_seq_length=max_frames, use_motion_mid_block=False)
+
+def tiny_video_components(
+    seed:int=0,         # seed of the image components and the adapter
+    sample_size:int=8,  # latent side
+    max_frames:int=16,  # the motion modules' motion_max_seq_length
+    zero_motion:bool=False, # True: the motion modules start as the identity (the inflated image model)
+)->Components:
+    "`tiny_components` with the UNet inflated to an AnimateDiff motion model, for tests."
+    c = tiny_components(seed, sample_size)
+    c.unet = inflate_unet(c.unet, tiny_motion_adapter(seed + 1, max_frames), zero_motion=zero_motion)
+    return c
+
 # %% ../nbs/01_models.ipynb #30d45848
 def _library_and_class(obj)->list:
     "`[library, class name]` as diffusers writes it into `model_index.json`."
@@ -164,10 +225,12 @@ def save_components(
     "Write `components` in the diffusers folder layout with its `model_index.json`."
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    sdxl = components.text_encoder_2 is not None
-    index = {"_class_name": "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline",
-             "_diffusers_version": diffusers.__version__, "feature_extractor": [None, None], "image_encoder": [None, None]}
-    if not sdxl: index |= {"requires_safety_checker": False, "safety_checker": [None, None]}
+    sdxl, video = components.text_encoder_2 is not None, is_video_unet(components.unet)
+    pipeline = "AnimateDiffPipeline" if video else "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline"
+    index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__, "feature_extractor": [None, None],
+             "image_encoder": [None, None]}
+    if video: index["motion_adapter"] = [None, None]     # the motion modules are inside the saved UNetMotionModel
+    elif not sdxl: index |= {"requires_safety_checker": False, "safety_checker": [None, None]}
     for name in COMPONENT_NAMES:
         obj = getattr(components, name)
         if obj is None:

@@ -11,6 +11,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
+from .models import frame_embeds
+
 # %% auto #0
 __all__ = ['sample_reference']
 
@@ -35,8 +37,9 @@ def _per_sample(x:Tensor, n:int, name:str)->Tensor:
 # %% ../nbs/02_sampling.ipynb #f1ea947d
 def _denoise(unet, scheduler, latents:Tensor, embeds:Tensor, added_cond_kwargs:dict|None, guidance_scale:float,
              step_kwargs:dict)->Tensor:
-    "StableDiffusionPipeline's denoising loop on one chunk; `embeds` and `added_cond_kwargs` are uncond-first with CFG."
+    "StableDiffusionPipeline's (and AnimateDiffPipeline's) denoising loop on one chunk; `embeds` and `added_cond_kwargs` are uncond-first with CFG."
     cfg = guidance_scale > 1
+    if latents.ndim == 5: embeds = frame_embeds(unet, embeds, latents.shape[2])  # a motion model: per frame
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
         noise_pred = unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added_cond_kwargs,

@@ -33,7 +33,7 @@ from .data import PreferenceDataset, collate, image_folder_items, pickapic_items
 from .durable import (DamagedFile, NoSpaceError, durable_replace, is_no_space, load_state, state_bytes,
                            write_checksums, write_file)
 from .losses import denoising_error, dpo_loss, seppo_loss, sft_loss, split_pair
-from .models import encode_prompt, load_components, save_components, tiny_components
+from .models import encode_prompt, frame_embeds, load_components, save_components, tiny_components
 from .reference import ReferencePool, trainable_state_dict
 from .sampling import sample_reference
 from .toy import make_toy_pickapic
@@ -176,6 +176,7 @@ def noise_target(scheduler, latents, noise, timesteps):
 def denoise_errors(unet, scheduler, latents, noise, timesteps, prompt_embeds)->torch.Tensor:
     "Per-sample errors `(N,)` of `unet` on `latents` noised with `noise` at `timesteps`."
     noisy = scheduler.add_noise(latents, noise, timesteps)
+    if latents.ndim == 5: prompt_embeds = frame_embeds(unet, prompt_embeds, latents.shape[2])  # a motion UNet
     model_pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
     return denoising_error(model_pred, noise_target(scheduler, latents, noise, timesteps))
 
