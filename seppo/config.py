@@ -17,7 +17,7 @@ import yaml
 
 # %% auto #0
 __all__ = ['OPTIONS', 'OPTION_BY_NAME', 'Option', 'range_text', 'ConfigError', 'check_config', 'default_config', 'read_yaml',
-           'parse_overrides', 'load_config', 'config_hash', 'defaults_yaml']
+           'parse_overrides', 'load_config', 'config_hash', 'run_config', 'defaults_yaml']
 
 # %% ../nbs/04_config.ipynb #1522bb71
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Option:
     max:float|None = None       # largest allowed number
     min_exclusive:bool = False  # `min` itself is refused: the value must be greater
     max_exclusive:bool = False  # `max` itself is refused: the value must be smaller
+    neutral:bool = False        # added later, and at its default every run behaves as before the key existed: run keys omit it there
 
     def __post_init__(self):
         if self.type in (int, float) and self.min is None and self.max is None:
@@ -45,12 +46,15 @@ OPTIONS:list[Option] = [
     _O("model_tiny_seed", 0, int, "Seed of the random tiny components when model_path is `tiny`.", min=0),
     _O("model_tiny_sample_size", 8, int, "Latent side of the tiny UNet when model_path is `tiny` (the VAE downsamples images by 2; at sides 1 and 2 its group norms see one value per group and fail).", min=3),
     _O("model_dtype", "float32", str, "dtype the frozen components (text encoder, VAE) are kept in; the trained UNet stays float32 (mixed precision is set by train_mixed_precision).", ("float32", "float16", "bfloat16")),
+    _O("model_motion_adapter", None, str, "Text-to-video: a local diffusers MotionAdapter folder (AnimateDiff); with an image model_path its UNet is inflated into a motion UNet (a saved motion model needs none); `tiny` with model_path `tiny` gives the tiny video components.", nullable=True, neutral=True),
     # data
-    _O("data_source", "toy", str, "`pickapic` (parquet or datasets dir, Pick-a-Pic v2 schema), `imagefolder` (images + captions file), `toy` (a tiny Pick-a-Pic-style set generated offline) or `world` (the benchmark world's oracle-labelled pairs, built and cached on first use).", ("pickapic", "imagefolder", "toy", "world")),
+    _O("data_source", "toy", str, "`pickapic` (parquet or datasets dir, Pick-a-Pic v2 schema), `imagefolder` (images + captions file), `toy` (a tiny Pick-a-Pic-style set generated offline) `world` (the benchmark world's oracle-labelled pairs, built and cached on first use), `videofolder` (clips or frame folders + captions file, ChronoMagic-Bench layout) or `world_video` (the world's oracle-chosen winner clips).", ("pickapic", "imagefolder", "toy", "world", "videofolder", "world_video")),
     _O("data_path", None, str, "Path of the data: parquet file or directory, datasets directory, or image folder; for `toy`, where the generated set is cached (default OUTPUT_DIR/toy-data).", nullable=True),
     _O("data_split", "train", str, "Split to read from a datasets DatasetDict directory."),
     _O("data_captions_file", "captions.jsonl", str, "Captions file inside an image folder (jsonl or csv with file_name and caption columns)."),
     _O("data_toy_size", 64, int, "Number of preference pairs in the `toy` set.", min=1),
+    _O("data_num_frames", 8, int, "Video sources: frames F per training clip (at most the motion UNet's motion_max_seq_length; AnimateDiff: 16).", min=1, neutral=True),
+    _O("data_frame_stride", 1, int, "Video sources: take every N-th frame of a clip; the start is drawn per (seed, epoch, index).", min=1, neutral=True),
     _O("data_resolution", 16, int, "Image side in pixels after resize and crop (paper profile: 512).", min=1),
     _O("data_center_crop", True, bool, "Center crop after resizing the shorter side; false gives a random crop (paper profile: random, as Diffusion-DPO)."),
     _O("data_random_flip", True, bool, "Random horizontal flip, a pure function of (seed, epoch, index)."),
@@ -73,8 +77,9 @@ OPTIONS:list[Option] = [
     _O("train_beta", 2000.0, float, "KL weight β of the DPO and SePPO losses (paper: 2000; Diffusion-DPO's launcher used 5000).", min=0, min_exclusive=True),
     _O("train_mixed_precision", "no", str, "accelerate mixed precision.", ("no", "fp16", "bf16")),
     _O("train_gradient_checkpointing", False, bool, "Recompute UNet activations in the backward pass to save memory."),
-    _O("train_lora_rank", 0, int, "0 trains the full UNet; >0 trains LoRA adapters of this rank on the attention projections.", min=0),
+    _O("train_lora_rank", 0, int, "0 trains the parameters train_scope names; >0 trains LoRA adapters of this rank on its attention projections instead.", min=0),
     _O("train_lora_alpha", None, float, "LoRA alpha (default: the rank).", nullable=True, min=0, min_exclusive=True),
+    _O("train_scope", "unet", str, "What trains: the whole `unet`, its `motion` modules only (a motion UNet; AnimateDiff's recipe) or its `spatial` (image) layers only; with train_lora_rank > 0, LoRA on that side's attention.", ("unet", "motion", "spatial"), neutral=True),
     _O("train_seed", 0, int, "Seed of every random draw: data order, crops, timesteps, noise, reference samples, reference selection.", min=0),
     _O("train_cpu", False, bool, "Force the CPU even when a GPU is visible (two CPU processes need torchrun with this on)."),
     _O("train_log_every", 1, int, "Write a log record every this many updates.", min=1),
@@ -100,6 +105,8 @@ OPTIONS:list[Option] = [
     _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws.", min=0),
     _O("world_pairs_guidance_scale", 1.0, float, "Classifier-free guidance of the base model's sampler (DDIM 20) when world_pairs_source is `base_model`: 1, the model's own distribution (see nbs/13_world_base); at least 1, as sample_guidance_scale.", min=1),
     _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators; 0: noiseless labels).", min=0),
+    _O("world_video_base_steps", 300, int, "Video world: pretraining updates of the motion modules of the inflated base model on base-distribution clips (batch 8 clips).", min=1, neutral=True),
+    _O("world_video_pairs_per_prompt", 2, int, "Video world: contributor clip pairs per training clip prompt; the oracle's Bradley–Terry label picks each pair's winner.", min=1, neutral=True),
     # experiments (seppo reproduce): what a run evaluates after training
     _O("run_train", True, bool, "Train before evaluating; false evaluates the starting model as is (the base-model row of a table)."),
     _O("eval_images_per_prompt", 8, int, "Benchmark world: images per prompt and split, with the same noise for every model (at most 1000: image j of prompt i has noise seed eval_seed × 10⁶ + 1000 i + j).", min=1, max=1000),
@@ -112,6 +119,8 @@ OPTIONS:list[Option] = [
     _O("eval_prompts", None, str, "Paper profile: prompt sets as NAME=PATH separated by `;` (Pick-a-Pic validation parquet, PartiPrompts.tsv, HPSv2 json dir).", nullable=True),
     _O("eval_scorers", None, str, "Paper profile: scorers as NAME=PATH separated by `;` (pickscore, hpsv2, imagereward, aesthetic, clip_score).", nullable=True),
     _O("eval_protocol", "official", str, "Paper profile: `official` (one image per prompt, generator seeded 0) or `multiseed`.", ("official", "multiseed")),
+    _O("eval_video_data", None, str, "Paper profile, video: the held-out clip folder (ChronoMagic-Bench-150 layout) whose captions are generated and whose clips are the metrics' ground truth.", nullable=True, neutral=True),
+    _O("eval_video_metrics", None, str, "Paper profile, video: metrics as NAME or NAME=PATH separated by `;` (psnr, ssim; lpips, fid and fvd need their weights, see seppo.video_metrics).", nullable=True, neutral=True),
     # output
     _O("output_dir", "outputs/run", str, "Where logs, checkpoints, the pool and the final model are written."),
 ]
@@ -261,6 +270,12 @@ def load_config(
 def config_hash(cfg:dict)->str:
     "A short stable fingerprint of a config."
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+# %% ../nbs/04_config.ipynb #a3724ed2
+def run_config(cfg:dict)->dict:
+    "The part of a config that decides a run's result: without output_dir, and without neutral options at their default."
+    return {k: v for k, v in cfg.items() if k != "output_dir"
+            and not (k in OPTION_BY_NAME and OPTION_BY_NAME[k].neutral and v == OPTION_BY_NAME[k].default)}
 
 # %% ../nbs/04_config.ipynb #a0a331bc
 def _yaml_value(v)->str:
