@@ -20,14 +20,18 @@ import diffusers
 import torch
 import transformers
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from safetensors import safe_open
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 # %% auto #0
 __all__ = ['BPE_FILE', 'BOS_TOKEN', 'EOS_TOKEN', 'COMPONENT_NAMES', 'SD_LAYOUT', 'CONFIG_FILES', 'TOKENIZER_SOURCES',
-           'SD15_SCHEDULER_CONFIG', 'WEIGHTS_FILES', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
-           'is_video_unet', 'frame_embeds', 'zero_motion_outputs', 'inflate_unet', 'tiny_motion_adapter',
-           'tiny_video_components', 'save_components', 'load_components']
+           'SD15_SCHEDULER_CONFIG', 'ADAPTER_FIT', 'WEIGHTS_FILES', 'TRAIN_SCOPES', 'LORA_SIDES', 'LORA_TARGETS',
+           'LORA_WEIGHTS_FILE', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt', 'is_video_unet',
+           'frame_embeds', 'zero_motion_outputs', 'inflate_unet', 'tiny_motion_adapter', 'tiny_video_components',
+           'shape_diff', 'motion_adapter_mismatch', 'check_motion_adapter', 'save_components',
+           'check_motion_adapter_folder', 'load_motion_adapter', 'load_components', 'lora_target_modules',
+           'set_train_scope', 'save_lora']
 
 # %% ../nbs/01_models.ipynb #81a1cf90
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -153,10 +157,14 @@ def encode_prompt(
     return prompt_embeds.to(dtype=text_encoder.dtype, device=device)
 
 # %% ../nbs/01_models.ipynb #c4c0af23
+def _unwrap(model):
+    "The model a DDP / torch.compile wrapper holds (or `model` itself)."
+    for attr in ("module", "_orig_mod"): model = getattr(model, attr, model)
+    return model
+
 def is_video_unet(unet)->bool:
     "Whether `unet` (or the model a DDP / torch.compile wrapper holds) is a motion model: per-frame text embeddings."
-    for attr in ("module", "_orig_mod"): unet = getattr(unet, attr, unet)
-    return isinstance(unet, UNetMotionModel)
+    return isinstance(_unwrap(unet), UNetMotionModel)
 
 def frame_embeds(
     unet,                 # the UNet the embeddings are for
@@ -165,11 +173,10 @@ def frame_embeds(
 )->Tensor:                # (B·F, L, D) for a motion model (sample-major), `prompt_embeds` unchanged otherwise
     "Text embeddings as `unet` takes them: for a motion model each prompt repeated for its own F frames."
     if not is_video_unet(unet): return prompt_embeds
-    for attr in ("module", "_orig_mod"): unet = getattr(unet, attr, unet)
-    max_f = unet.config.motion_max_seq_length
+    max_f = _unwrap(unet).config.motion_max_seq_length
     if num_frames > max_f:
-        raise ValueError(f"{num_frames} frames exceed the motion modules' motion_max_seq_length of {max_f}: "
-                         f"sample at most {max_f} frames per clip")
+        raise ValueError(f"{num_frames} frames exceed the motion modules' motion_max_seq_length of {max_f} (the length "
+                         f"of their positional encoding): sample at most {max_f} frames per clip")
     return prompt_embeds.repeat_interleave(num_frames, dim=0)
 
 def zero_motion_outputs(unet)->int:
@@ -187,9 +194,7 @@ def inflate_unet(
     zero_motion:bool=True,       # zero the motion outputs: the video model equals the image model per frame
 )->UNetMotionModel:
     "An AnimateDiff UNet made of `unet2d`'s weights and `adapter`'s motion modules."
-    ours, theirs = tuple(unet2d.config.block_out_channels), tuple(adapter.config.block_out_channels)
-    if ours != theirs:
-        raise ValueError(f"the motion adapter's block_out_channels {theirs} do not match the UNet's {ours}")
+    check_motion_adapter(unet2d, adapter)
     unet = UNetMotionModel.from_unet2d(unet2d, adapter)
     if zero_motion: zero_motion_outputs(unet)
     return unet.to(unet2d.dtype).eval()
@@ -211,6 +216,71 @@ def tiny_video_components(
     c = tiny_components(seed, sample_size)
     c.unet = inflate_unet(c.unet, tiny_motion_adapter(seed + 1, max_frames), zero_motion=zero_motion)
     return c
+
+# %% ../nbs/01_models.ipynb #4eeb719b
+def _shapes(state_dict:dict)->dict[str, tuple]:
+    "Name -> shape of every tensor in a state dict."
+    return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+def _few(items:list, n:int=3)->str:
+    "The first `n` items, then how many more."
+    return ", ".join(map(str, items[:n])) + (f", … (+{len(items) - n} more)" if len(items) > n else "")
+
+def shape_diff(
+    expected:dict, # name -> shape, what a model needs
+    found:dict,    # name -> shape, what it is given
+    n:int=3,       # names shown of each kind
+)->str:            # e.g. "2 missing (a, b); 1 of another shape (c: expected (64,), found (128,))"; '' when they agree
+    "How two name -> shape maps differ: a count and the first `n` names of each kind."
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & found.keys() if tuple(expected[k]) != tuple(found[k]))
+    parts = [f"{len(missing)} missing ({_few(missing, n)})"] if missing else []
+    if unexpected: parts.append(f"{len(unexpected)} unexpected ({_few(unexpected, n)})")
+    if reshaped: parts.append(f"{len(reshaped)} of another shape ("
+                              + _few([f"{k}: expected {tuple(expected[k])}, found {tuple(found[k])}" for k in reshaped], n) + ")")
+    return "; ".join(parts)
+
+ADAPTER_FIT = {"block_out_channels": "block_out_channels", "motion_layers_per_block": "layers_per_block"}  # adapter: UNet
+
+def _meta_adapter(config:dict)->MotionAdapter:
+    "A MotionAdapter built from `config` on the meta device (no memory), to read its weight names and shapes."
+    with torch.device("meta"): return MotionAdapter.from_config(dict(config))
+
+def _per_block(v, n:int)->tuple:
+    "A per-block setting as a tuple (an int means the same for all `n` blocks)."
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
+
+def motion_adapter_mismatch(
+    unet,    # a `UNet2DConditionModel` or its config
+    adapter, # a `MotionAdapter` or its config
+)->str:      # '' when the adapter fits
+    "How `adapter` differs from the motion modules `unet` needs: settings, then weight names and shapes."
+    unet_cfg, ad_cfg = getattr(unet, "config", unet), getattr(adapter, "config", adapter)
+    n, show = len(unet_cfg["block_out_channels"]), lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+    settings = [f"{k} {show(ad_cfg[k])} vs the UNet's {show(unet_cfg[u])}"
+                for k, u in ADAPTER_FIT.items() if _per_block(ad_cfg[k], n) != _per_block(unet_cfg[u], n)]
+    fit = dict(ad_cfg) | {k: unet_cfg[u] for k, u in ADAPTER_FIT.items()}  # the adapter this UNet needs
+    try: expected = _shapes(_meta_adapter(fit).state_dict())
+    except (ValueError, RuntimeError) as e:
+        return "; ".join(settings + [f"no MotionAdapter with its other settings fits the UNet ({e})"])
+    found = _shapes((adapter if isinstance(adapter, MotionAdapter) else _meta_adapter(ad_cfg)).state_dict())
+    diff = shape_diff(expected, found)
+    if not diff: return ""
+    return "; ".join(settings + [f"of the {len(expected)} motion-module weights this UNet needs, {diff}"])
+
+def check_motion_adapter(
+    unet,                               # a `UNet2DConditionModel` or its config
+    adapter,                            # a `MotionAdapter` or its config
+    adapter_name:str="the motion adapter", # how the error names them, e.g. their folders
+    unet_name:str="the UNet",
+):
+    "Raise a ValueError naming the settings and weights that differ unless `adapter` fits `unet`."
+    unet_cfg = getattr(unet, "config", unet)
+    if unet_cfg.get("_class_name") == "UNetMotionModel" or isinstance(unet, UNetMotionModel):
+        raise ValueError(f"{unet_name} is already a motion model (UNetMotionModel, motion modules inside): it takes "
+                         "no motion adapter")
+    problem = motion_adapter_mismatch(unet, adapter)
+    if problem: raise ValueError(f"{adapter_name} does not fit {unet_name}: {problem}")
 
 # %% ../nbs/01_models.ipynb #30d45848
 def _library_and_class(obj)->list:
@@ -266,7 +336,8 @@ def _model_class(name:str, folder:Path):
     config = _read_json(folder/"config.json")
     if "_class_name" in config: return _class_from(diffusers, config["_class_name"], folder/"config.json")
     if config.get("architectures"): return _class_from(transformers, config["architectures"][0], folder/"config.json")
-    return {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}[name]
+    return {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+            "motion_adapter": MotionAdapter}[name]
 
 WEIGHTS_FILES = {  # the weights `from_pretrained` reads, by library: one file, or the index of sharded weights
     "diffusers": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
@@ -296,6 +367,52 @@ def _check_weights(name:str, folder:Path):
             raise FileNotFoundError(f"{index}: {len(gone)} of the {len(shards)} weight shards it lists are missing "
                                     f"({', '.join(gone[:4]) or 'it lists none'}); found {_listing(folder)}")
 
+# %% ../nbs/01_models.ipynb #c8151826
+def _saved_shapes(folder:Path)->dict[str, tuple]:
+    "Name -> shape of the weights in a diffusers model folder, read from the files' headers, nothing loaded."
+    first = next(folder/f for f in WEIGHTS_FILES["diffusers"] if (folder/f).is_file())
+    files = ([folder/s for s in sorted(set(_read_json(first)["weight_map"].values()))]
+             if first.name.endswith(".index.json") else [first])
+    shapes = {}
+    for f in files:
+        if f.name.endswith(".safetensors"):
+            with safe_open(f, "pt") as weights: shapes |= {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}
+        else: shapes |= _shapes(torch.load(f, map_location="meta", weights_only=True))
+    return shapes
+
+def check_motion_adapter_folder(
+    path:str|Path, # a diffusers MotionAdapter folder: `config.json` and `diffusion_pytorch_model.*`
+)->dict:           # its config
+    "Raise a clear error unless `path` holds a MotionAdapter config and weights with exactly the tensors it describes."
+    path = Path(path)
+    if path.is_file():
+        raise ValueError(f"{path} is a file; a motion adapter is a diffusers MotionAdapter folder (config.json and "
+                         "diffusion_pytorch_model.safetensors): convert an original AnimateDiff checkpoint (mm_*.ckpt) "
+                         "with diffusers' scripts/convert_animatediff_motion_module_to_diffusers.py")
+    if not path.is_dir(): raise FileNotFoundError(f"motion adapter folder not found: {path}")
+    config_file = path/"config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path}: no config.json, expected a diffusers MotionAdapter folder (config.json and "
+                                f"diffusion_pytorch_model.safetensors); found {_listing(path)}")
+    config = _read_json(config_file)
+    if config.get("_class_name", "MotionAdapter") != "MotionAdapter":
+        raise ValueError(f"{config_file}: _class_name is {config['_class_name']!r}, expected 'MotionAdapter'")
+    _check_weights("motion_adapter", path)
+    expected = _shapes(_meta_adapter(config).state_dict())
+    diff = shape_diff(expected, _saved_shapes(path))
+    if diff:
+        raise ValueError(f"{path}: the weights do not match config.json: of the {len(expected)} tensors the config "
+                         f"describes, {diff}")
+    return config
+
+def load_motion_adapter(
+    path:str|Path,               # a diffusers MotionAdapter folder, e.g. a download of guoyww/animatediff-motion-adapter-v1-5-2
+    dtype:torch.dtype|None=None, # load the weights in this dtype; None keeps the library's
+)->MotionAdapter:
+    "A local AnimateDiff motion adapter, its folder checked first; nothing is downloaded."
+    check_motion_adapter_folder(path)
+    return MotionAdapter.from_pretrained(path, local_files_only=True, **({"torch_dtype": dtype} if dtype else {}))
+
 # %% ../nbs/01_models.ipynb #f3962fcf
 def load_components(
     path:str|Path,                # diffusers-format folder: `model_index.json` and one subfolder per part
@@ -304,8 +421,10 @@ def load_components(
     tokenizer:str="folder",       # "folder": read `tokenizer/` (and `tokenizer_2/`); "vendored": `clip_tokenizer()`
     scheduler_class:str|None=None, # a diffusers scheduler class name to use instead of the saved one, e.g. "DDIMScheduler"
     subfolders:dict|None=None,    # component name -> subfolder, for non-standard layouts, e.g. {"unet": "unet_ema"}
+    motion_adapter:str|Path|None=None, # a MotionAdapter folder: inflate the image UNet with it (AnimateDiff); None: the
+                                  # folder's own `motion_adapter/` if model_index.json lists one beside an image UNet
 )->Components:
-    "Load the parts of a local diffusers-format text-to-image model; nothing is downloaded."
+    "Load the parts of a local diffusers-format text-to-image (or AnimateDiff text-to-video) model; nothing is downloaded."
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"model folder not found: {path}")
     if tokenizer not in TOKENIZER_SOURCES:
@@ -325,6 +444,13 @@ def load_components(
             raise FileNotFoundError(f"{path}: missing {config} (component {name!r}); expected {config.name} in {folder}, "
                                     f"found {_listing(folder)}")
         if name != "scheduler" and not name.startswith("tokenizer"): _check_weights(name, folder)
+    adapter = Path(motion_adapter) if motion_adapter is not None else None
+    index = _read_json(path/"model_index.json") if (path/"model_index.json").exists() else {}
+    if adapter is None and (index.get("motion_adapter") or [None])[0] and _model_class("unet", folders["unet"]) is UNet2DConditionModel:
+        adapter = path/"motion_adapter"  # an AnimateDiffPipeline folder with the image UNet and the adapter apart
+    if adapter is not None:
+        check_motion_adapter(_read_json(folders["unet"]/"config.json"), check_motion_adapter_folder(adapter),
+                             adapter_name=f"motion adapter {adapter}", unet_name=f"the UNet in {folders['unet']}")
     parts = {}
     for name in needed:
         folder = folders[name]
@@ -337,8 +463,84 @@ def load_components(
             if cls.__module__.startswith("diffusers"):  # diffusers keeps its fp32-only modules when given torch_dtype
                 model = cls.from_pretrained(folder, local_files_only=True, **({"torch_dtype": dtype} if dtype else {}))
             else: model = cls.from_pretrained(folder, local_files_only=True).to(dtype=dtype)
+            if name == "unet" and adapter is not None:  # the adapter's trained motion modules, kept as they are
+                model = inflate_unet(model, load_motion_adapter(adapter, dtype), zero_motion=False)
             parts[name] = model.to(device) if device is not None else model
     if tokenizer == "vendored":
         parts["tokenizer"] = clip_tokenizer()
         if "text_encoder_2" in layout: parts["tokenizer_2"] = clip_tokenizer(pad_token="!")
     return Components(**parts)
+
+# %% ../nbs/01_models.ipynb #0e7a8a2b
+TRAIN_SCOPES = ("full", "motion", "lora")
+LORA_SIDES = ("both", "spatial", "motion")
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections, spatial and temporal alike
+_TARGETS_RE = "(" + "|".join(t.replace(".", r"\.") for t in LORA_TARGETS) + ")"
+
+def lora_target_modules(
+    side:str="both",  # "both", "spatial" (image attention) or "motion" (the motion modules' temporal attention)
+    video:bool=True,  # whether the UNet is a motion model; an image UNet has only the spatial side
+)->list[str]|str:     # peft `target_modules`: names ending in LORA_TARGETS, or a regex full-matched on module names
+    "The modules LoRA adapts on `side` of a (motion) UNet, as peft's `target_modules`."
+    if side not in LORA_SIDES: raise ValueError(f"lora_side must be one of {', '.join(LORA_SIDES)}, found {side!r}")
+    if side == "both" or (side == "spatial" and not video): return list(LORA_TARGETS)
+    if not video:
+        raise ValueError("lora_side 'motion' needs a motion UNet (UNetMotionModel): an image UNet has no motion modules; "
+                         "use lora_side 'both' or 'spatial'")
+    if side == "motion": return rf".*\.motion_modules\..*\.{_TARGETS_RE}"
+    return rf"(?!.*\.motion_modules\.).*\.{_TARGETS_RE}"
+
+def set_train_scope(
+    unet,                       # a `UNet2DConditionModel` or `UNetMotionModel` (or a DDP / compile wrapper of one)
+    scope:str="full",           # "full": every parameter; "motion": the motion modules only; "lora": LoRA adapters only
+    lora_rank:int=0,            # r of the LoRA adapters; scope "lora" only
+    lora_alpha:float|None=None, # LoRA α (the update is scaled by α/r); None: α = r
+    lora_side:str="both",       # which attention projections LoRA adapts: "both", "spatial" or "motion"
+):                              # `unet`, modified in place
+    "Set which parameters of `unet` train (`requires_grad`), adding LoRA adapters for scope 'lora'."
+    if scope not in TRAIN_SCOPES: raise ValueError(f"train scope must be one of {', '.join(TRAIN_SCOPES)}, found {scope!r}")
+    if lora_side not in LORA_SIDES: raise ValueError(f"lora_side must be one of {', '.join(LORA_SIDES)}, found {lora_side!r}")
+    model = _unwrap(unet)
+    if getattr(model, "peft_config", None):
+        raise ValueError(f"{type(model).__name__} already has LoRA adapters ({', '.join(model.peft_config)}): set the "
+                         "train scope once, on a UNet without adapters")
+    if scope != "lora" and (lora_rank or lora_side != "both"):
+        raise ValueError(f"lora_rank and lora_side are for train scope 'lora'; scope {scope!r} got lora_rank={lora_rank}, "
+                         f"lora_side={lora_side!r}")
+    if scope == "full": model.requires_grad_(True)
+    elif scope == "motion":
+        if not is_video_unet(model):
+            raise ValueError(f"train scope 'motion' needs a motion UNet (UNetMotionModel); {type(model).__name__} has no "
+                             "motion modules: use scope 'full' or 'lora', or inflate it first (inflate_unet)")
+        model.freeze_unet2d_params()
+    else:
+        from peft import LoraConfig
+        if lora_rank < 1: raise ValueError(f"train scope 'lora' needs lora_rank >= 1, found {lora_rank}")
+        targets = lora_target_modules(lora_side, video=is_video_unet(model))
+        model.requires_grad_(False)
+        model.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, init_lora_weights="gaussian",
+                                     target_modules=targets))
+        for p in model.parameters():
+            if p.requires_grad: p.data = p.data.float()
+    return unet
+
+# %% ../nbs/01_models.ipynb #885a3a55
+LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
+
+def save_lora(
+    unet,          # a UNet with one LoRA adapter (`set_train_scope(unet, "lora", ...)`), or a DDP / compile wrapper
+    path:str|Path, # output folder; created if needed
+)->Path:           # `path`, holding LORA_WEIGHTS_FILE
+    "Write `unet`'s LoRA weights, with their α and targets, as `pipe.load_lora_weights` reads them."
+    from peft.utils import get_peft_model_state_dict
+    model = _unwrap(unet)
+    adapters = list(getattr(model, "peft_config", None) or {})
+    if len(adapters) != 1:
+        raise ValueError(f"save_lora needs a UNet with exactly one LoRA adapter, {type(model).__name__} has "
+                         f"{len(adapters)} ({', '.join(adapters) or 'none'}): set_train_scope(unet, 'lora', lora_rank=r) adds one")
+    if is_video_unet(model): from diffusers import AnimateDiffPipeline as pipeline
+    else: from diffusers import StableDiffusionPipeline as pipeline
+    pipeline.save_lora_weights(path, unet_lora_layers=get_peft_model_state_dict(model, adapter_name=adapters[0]),
+                               unet_lora_adapter_metadata=model.peft_config[adapters[0]].to_dict(),
+                               weight_name=LORA_WEIGHTS_FILE, safe_serialization=True)
+    return Path(path)
