@@ -106,7 +106,10 @@ def main(argv=None)->int:
             cfg = _cfg(args)
             from seppo.checkpoints import check_output_dir
             check_output_dir(cfg["output_dir"], resume=args.resume, overwrite=args.overwrite)
-            if "world" in (cfg["model_path"], cfg["data_source"]):
+            if cfg["data_source"] == "world_video":
+                from seppo.video_world import resolve_world_video
+                cfg = resolve_world_video(cfg)
+            elif "world" in (cfg["model_path"], cfg["data_source"]):
                 from seppo.world_base import resolve_world
                 cfg = resolve_world(cfg)
             summary = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
@@ -135,6 +138,7 @@ def _world(args)->int:
 
     from seppo.world_base import build_world
     cfg, t0 = _cfg(args), time.time()
+    if cfg["data_source"] == "world_video": return _world_video(args, cfg, t0)
     paths = build_world(cfg)
     if args.action == "build":
         print(json.dumps(paths | {"seconds": round(time.time() - t0, 1)}, indent=1))
@@ -144,6 +148,33 @@ def _world(args)->int:
     from seppo.world_eval import EvalConfig, evaluate_world
     ev = EvalConfig.from_config(cfg, args.images_per_prompt)
     scores, summary = evaluate_world(args.model or paths["model_path"], ev=ev if args.seed is None else replace(ev, seed=args.seed))
+    summary = {"model": str(args.model or paths["model_path"]), "metrics": summary}
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scores.to_csv(out.with_name("scores.csv"), index=False)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.replace(out)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+def _world_video(args, cfg:dict, t0:float)->int:
+    "`seppo world` for the video world (data_source: world_video): its motion base model and clip folder, or a model's clip scores."
+    import json
+    import time
+    from dataclasses import replace
+
+    from seppo.video_world import VideoEvalConfig, evaluate_world_video, resolve_world_video, video_world_from_config
+    r = resolve_world_video(cfg | {"model_path": "world"})
+    paths = {"model_path": r["model_path"], "data_path": r["data_path"]}
+    if args.action == "build":
+        print(json.dumps(paths | {"seconds": round(time.time() - t0, 1)}, indent=1))
+        return 0
+    ev = VideoEvalConfig.from_config(cfg)
+    if args.images_per_prompt: ev = replace(ev, clips_per_prompt=args.images_per_prompt)
+    if args.seed is not None: ev = replace(ev, seed=args.seed)
+    scores, summary = evaluate_world_video(args.model or paths["model_path"], video_world_from_config(cfg)[0], ev)
     summary = {"model": str(args.model or paths["model_path"]), "metrics": summary}
     if args.output:
         out = Path(args.output)

@@ -28,25 +28,27 @@ from tqdm.auto import tqdm
 
 from .checkpoints import (CKPT_PREFIX, check_output_dir, check_resume_config, checkpoint_update, clear_run_state,
                                list_checkpoints, newest_intact_checkpoint, truncate_log)
-from .config import config_hash
+from .config import OPTION_BY_NAME, config_hash
 from .data import PreferenceDataset, collate, image_folder_items, pickapic_items, precompute_latents, read_pickapic
 from .durable import (DamagedFile, NoSpaceError, durable_replace, is_no_space, load_state, state_bytes,
                            write_checksums, write_file)
 from .losses import denoising_error, dpo_loss, seppo_loss, sft_loss, split_pair
-from .models import encode_prompt, frame_embeds, load_components, save_components, tiny_components
+from .models import (encode_prompt, frame_embeds, is_video_unet, load_components, save_components, save_lora,
+                          set_train_scope, tiny_components, tiny_video_components)
 from .reference import ReferencePool, trainable_state_dict
 from .sampling import sample_reference
 from .toy import make_toy_pickapic
+from .video_data import VideoDataset, encode_clips, precompute_video_latents, video_folder_items
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_TARGETS', 'DTYPES', 'FINAL_DIR', 'sample_key', 'sample_generators',
-           'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'add_lora',
-           'setup_models', 'build_dataset', 'encode_images', 'batch_latents', 'noise_target', 'denoise_errors',
-           'pair_inputs', 'Step', 'micro_batch_loss', 'rng_state', 'set_rng_state', 'process_state',
-           'set_process_state', 'Tracker', 'NonFiniteLossError', 'save_final', 'train', 'load_trained_weights',
-           'resume_point', 'load_checkpoint', 'save_checkpoint']
+__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'DTYPES', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'sample_key', 'sample_generators',
+           'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'apply_train_scope',
+           'setup_models', 'build_dataset', 'video_items', 'build_video_dataset', 'encode_images', 'batch_latents',
+           'noise_target', 'denoise_errors', 'pair_inputs', 'Step', 'micro_batch_loss', 'rng_state', 'set_rng_state',
+           'process_state', 'set_process_state', 'Tracker', 'NonFiniteLossError', 'save_final', 'train',
+           'load_trained_weights', 'resume_point', 'load_checkpoint', 'save_checkpoint']
 
 # %% ../nbs/06_trainer.ipynb #ae3d546c
 PURPOSES = {"timestep": 0, "noise": 1, "reference": 2}
@@ -87,26 +89,30 @@ def global_batch_indices(
 # %% ../nbs/06_trainer.ipynb #481e6e56
 SAMPLE_SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler,
                      "dpmsolver": DPMSolverMultistepScheduler}
-LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 def build_components(cfg:dict):
     "Tiny random components or those of the local diffusers directory `model_path`."
     if cfg["model_path"] == "tiny":
+        if cfg["model_motion_adapter"] == "tiny":
+            return tiny_video_components(cfg["model_tiny_seed"], sample_size=cfg["model_tiny_sample_size"])
         return tiny_components(cfg["model_tiny_seed"], sample_size=cfg["model_tiny_sample_size"])
     if cfg["model_path"] == "world":
         raise ValueError("model_path 'world' must be resolved first: seppo.world_base.resolve_world(cfg) builds or "
                          "finds the world's base model (`seppo train` does this)")
-    return load_components(cfg["model_path"])
+    return load_components(cfg["model_path"], motion_adapter=cfg["model_motion_adapter"])
 
-def add_lora(unet, rank:int, alpha=None):
-    "Freeze `unet` and add LoRA adapters of `rank` to its attention projections; only they train."
-    from peft import LoraConfig
-    unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
-                                target_modules=LORA_TARGETS))
-    for p in unet.parameters():
-        if p.requires_grad: p.data = p.data.float()
+LORA_SIDE_OF_SCOPE = {"unet": "both", "motion": "motion", "spatial": "spatial"}
+
+def apply_train_scope(unet, cfg:dict):
+    "Make trainable what `train_scope` and `train_lora_rank` name: all of the UNet, its motion or spatial layers, or LoRA on them."
+    scope, rank, video = cfg["train_scope"], cfg["train_lora_rank"], is_video_unet(unet)
+    if rank > 0: return set_train_scope(unet, "lora", rank, cfg["train_lora_alpha"], LORA_SIDE_OF_SCOPE[scope])
+    if scope == "motion": return set_train_scope(unet, "motion")
+    set_train_scope(unet, "full")
+    if scope == "spatial" and video:                                    # the image layers of a motion model
+        for n, p in unet.named_parameters():
+            if "motion_modules" in n: p.requires_grad_(False)
     return unet
 
 def setup_models(cfg:dict, device="cpu"):
@@ -118,8 +124,7 @@ def setup_models(cfg:dict, device="cpu"):
         frozen.requires_grad_(False).eval().to(device)
         if frozen.dtype != frozen_dtype: frozen.to(dtype=frozen_dtype)
     unet = comps.unet.float()
-    if cfg["train_lora_rank"] > 0: add_lora(unet, cfg["train_lora_rank"], cfg["train_lora_alpha"])
-    else: unet.requires_grad_(True)
+    apply_train_scope(unet, cfg)
     if cfg["train_gradient_checkpointing"]: unet.enable_gradient_checkpointing()
     unet.train()
     ref_unet = None
@@ -138,7 +143,11 @@ def build_dataset(cfg:dict, output_dir=None):
     if source == "world":
         raise ValueError("data_source 'world' must be resolved first: seppo.world_base.resolve_world(cfg) builds or "
                          "finds the world's pairs (`seppo train` does this)")
+    if source == "world_video":
+        raise ValueError("data_source 'world_video' must be resolved first: seppo.video_world.resolve_world_video(cfg) "
+                         "builds or finds the video world's clips (`seppo train` does this)")
     if path is None: raise ValueError(f"data_path is required for data_source={source!r}")
+    if source == "videofolder": return build_video_dataset(cfg, mode)
     if source in ("pickapic", "toy"):
         items = pickapic_items(read_pickapic(path, split=cfg["data_split"]), mode,
                                random_labels=cfg["train_seed"] if cfg["data_random_labels"] else None)
@@ -151,9 +160,29 @@ def build_dataset(cfg:dict, output_dir=None):
                              random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
                              seed=cfg["train_seed"], on_error=cfg["data_on_error"])
 
+def video_items(cfg:dict, mode:str)->list[dict]:
+    "The clips of a `videofolder` source; the null control's coin (seeded by train_seed) picks each pair's winner."
+    captions = cfg["data_captions_file"]
+    if captions == OPTION_BY_NAME["data_captions_file"].default and not (Path(cfg["data_path"]) / captions).is_file():
+        captions = None                                                 # the folder's own captions file (ChronoMagic's)
+    if not cfg["data_random_labels"]: return video_folder_items(cfg["data_path"], captions=captions, mode=mode)
+    pairs = video_folder_items(cfg["data_path"], captions=captions, mode="pairs")
+    coin = np.random.default_rng([int(cfg["train_seed"]), 0x5E990]).random(len(pairs)) < 0.5
+    pairs = [it | {"video_w": it["video_l"], "video_l": it["video_w"]} if c else it for it, c in zip(pairs, coin)]
+    return pairs if mode == "pairs" else [{"caption": it["caption"], "video": it["video_w"]} for it in pairs]
+
+def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
+    "Clips (winners) or clip pairs of a `videofolder` source, `data_num_frames` frames each."
+    return VideoDataset(video_items(cfg, mode), num_frames=cfg["data_num_frames"], resolution=cfg["data_resolution"],
+                        frame_stride=cfg["data_frame_stride"], center_crop=cfg["data_center_crop"],
+                        random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
+                        seed=cfg["train_seed"], on_error=cfg["data_on_error"],
+                        random_start=not cfg["data_precompute_latents"])      # cached latents fix a clip's frames
+
 def encode_images(vae, pixel_values:torch.Tensor)->torch.Tensor:
-    "Latents of images in [-1, 1]: the VAE posterior mean × scaling factor, or the pixels for a pixel-space model."
+    "Latents of images in [-1, 1] (clips `(B, 3, F, H, W)` frame by frame): the VAE posterior mean × scaling factor, or the pixels for a pixel-space model."
     if vae is None: return pixel_values
+    if pixel_values.ndim == 5: return encode_clips(lambda x: encode_images(vae, x), pixel_values)
     with torch.no_grad():
         x = pixel_values.to(vae.device, vae.dtype)
         return (vae.encode(x).latent_dist.mean * vae.config.scaling_factor).float()
@@ -323,15 +352,14 @@ def save_final(accelerator, comps, unet, cfg, output_dir):
     unet = accelerator.unwrap_model(unet)
     try:
         if cfg["train_lora_rank"] > 0:
-            from diffusers import StableDiffusionPipeline
-            from peft.utils import get_peft_model_state_dict
             base = cfg["model_path"]
             if base == "tiny":
                 base = str((Path(output_dir) / "base").resolve())
                 if not Path(base).is_dir(): save_components(build_components(cfg), base)
-            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=get_peft_model_state_dict(unet),
-                                                      safe_serialization=True)
-            (tmp / "seppo_base.json").write_text(json.dumps({"base_model": str(base)}, indent=1) + "\n")
+            save_lora(unet, tmp)                                        # AnimateDiff's or SD's LoRA file, with its config
+            adapter = None if cfg["model_path"] == "tiny" else cfg["model_motion_adapter"]
+            (tmp / "seppo_base.json").write_text(json.dumps({"base_model": str(base), "motion_adapter": adapter},
+                                                            indent=1) + "\n")
         else:
             out = copy.copy(comps)
             out.unet = unet
@@ -389,7 +417,9 @@ def train(
     accelerator.wait_for_everyone()
     if not main: dataset = build_dataset(cfg, output_dir)
     if cfg["data_precompute_latents"]:
-        dataset = precompute_latents(dataset, lambda x: encode_images(comps.vae, x.to(device)).cpu())
+        encode = lambda x: encode_images(comps.vae, x.to(device)).cpu()
+        video = isinstance(dataset, VideoDataset)
+        dataset = precompute_video_latents(dataset, encode) if video else precompute_latents(dataset, encode)
     with torch.no_grad():
         negative_embeds = encode_prompt(comps.tokenizer, comps.text_encoder, [""]).to(device)
 
