@@ -19,21 +19,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import ConfigError, check_config, config_hash, default_config, read_yaml
+from .config import ConfigError, check_config, config_hash, default_config, read_yaml, run_config
 from .stats import paired_deltas
 
 # %% auto #0
-__all__ = ['PROFILE_KEYS', 'SD15_A100_SECONDS', 'RUN_TEMPLATE', 'CLAIMS_FILE', 'CLAIMS_REPORT', 'WORLD_METRICS', 'Profile',
-           'expand_vars', 'load_profile', 'Run', 'run_key', 'experiment_info', 'plan_runs', 'run_status',
-           'atomic_write_text', 'environment_info', 'write_metrics', 'grid_prompts', 'train_summary', 'run_world',
-           'save_world_run', 'parse_named_paths', 'run_paper', 'estimate', 'format_plan', 'check_paths', 'execute_run',
-           'execute_report', 'claims_apply', 'reproduce', 'collect', 'ci95', 'summarize', 'pm_table', 'markdown_table',
-           'latex_table', 'write_table', 'save_figure', 'prompt_win_rate', 'runtime_table', 'report_experiment',
-           'sync_readme']
+__all__ = ['PROFILE_KEYS', 'SD15_A100_SECONDS', 'RUN_TEMPLATE', 'CLAIMS_FILE', 'CLAIMS_REPORT', 'WORLD_METRICS',
+           'VIDEO_WORLD_METRICS', 'Profile', 'expand_vars', 'load_profile', 'Run', 'run_key', 'experiment_info',
+           'plan_runs', 'run_status', 'atomic_write_text', 'environment_info', 'write_metrics', 'grid_prompts',
+           'train_summary', 'run_world', 'save_world_run', 'video_grid_prompts', 'run_world_video', 'parse_named_paths',
+           'run_paper', 'estimate', 'format_plan', 'video_metric_paths', 'check_paths', 'execute_run', 'execute_report',
+           'claims_apply', 'reproduce', 'collect', 'ci95', 'summarize', 'pm_table', 'markdown_table', 'latex_table',
+           'write_table', 'save_figure', 'prompt_win_rate', 'runtime_table', 'report_experiment', 'sync_readme']
 
 # %% ../nbs/20_reproduce.ipynb #f2ff246f
 PROFILE_KEYS = ("description", "processes", "seeds", "experiments", "skip", "results_dir", "figures_dir", "work_dir", "config",
-                "paper_numbers")
+                "paper_numbers", "experiment_config")
 
 @dataclass
 class Profile:
@@ -50,6 +50,7 @@ class Profile:
     paper_numbers:dict = field(default_factory=dict)
     experiment_seeds:dict = field(default_factory=dict) # experiment -> its own seed list
     skip:dict = field(default_factory=dict) # experiment -> variants this profile does not run
+    experiment_config:dict = field(default_factory=dict) # experiment -> flat keys layered over its runs only
 
     def variants_of(self, experiment:str, variants:list)->list:
         "The variants of `experiment` this profile runs, in order."
@@ -102,17 +103,25 @@ def load_profile(
         raise ConfigError(f"{path}: skip must map an experiment to a list of variants, found {skip!r}")
     stray = sorted(set(skip) - set(raw["experiments"]))
     if stray: raise ConfigError(f"{path}: skip names experiment {stray[0]!r}, which is not in experiments {raw['experiments']}")
+    per_exp = raw.get("experiment_config") or {}
+    if not isinstance(per_exp, dict) or not all(isinstance(v, dict) for v in per_exp.values()):
+        raise ConfigError(f"{path}: experiment_config must map an experiment to flat config keys, found {per_exp!r}")
+    stray = sorted(set(per_exp) - set(raw["experiments"]))
+    if stray: raise ConfigError(f"{path}: experiment_config names experiment {stray[0]!r}, which is not in experiments {raw['experiments']}")
     local_file = root / "configs" / "local.yaml"
     local = (yaml.safe_load(local_file.read_text()) or {}) if local_file.is_file() else {}
     cfg = {k: expand_vars(v, local, f"{path} config.{k}") for k, v in (raw["config"] or {}).items()}
     cfg = check_config(cfg, source=str(path))
+    per_exp = {e: check_config({k: expand_vars(v, local, f"{path} experiment_config.{e}.{k}") for k, v in c.items()},
+                               source=f"{path} experiment_config.{e}") for e, c in per_exp.items()}
     d = lambda k, default: root / raw.get(k, default)
     return Profile(name=path.stem, seeds=list(seeds["default"]), experiments=list(raw["experiments"]),
                    results_dir=d("results_dir", "results"), figures_dir=d("figures_dir", "figures"),
                    work_dir=d("work_dir", f"runs/{path.stem}"), config=cfg, description=raw.get("description", ""),
                    processes=int(raw.get("processes", 1)),
                    paper_numbers=raw.get("paper_numbers") or {},
-                   experiment_seeds={k: list(v) for k, v in seeds.items() if k != "default"}, skip=skip)
+                   experiment_seeds={k: list(v) for k, v in seeds.items() if k != "default"}, skip=skip,
+                   experiment_config=per_exp)
 
 # %% ../nbs/20_reproduce.ipynb #a52b920b
 @dataclass
@@ -130,8 +139,8 @@ class Run:
     def metrics_file(self)->Path: return (self.same_as or self.record_dir) / "metrics.json"
 
 def run_key(cfg:dict)->str:
-    "The hash that decides whether a run's recorded result is still valid."
-    return config_hash({k: v for k, v in cfg.items() if k != "output_dir"})
+    "The hash that decides whether a run's recorded result is still valid (`run_config`: neutral options at their default left out)."
+    return config_hash(run_config(cfg))
 
 def experiment_info(root:Path, name:str)->dict:
     "experiment.yaml of `configs/<name>`, with its variants checked against the folder."
@@ -172,7 +181,8 @@ def plan_runs(
         info = experiment_info(root, exp)
         for variant in profile.variants_of(exp, info["variants"]):
             vfile = info["dir"] / f"{variant}.yaml"
-            base_cfg = default_config() | profile.config | info["config"] | read_yaml(vfile)
+            base_cfg = (default_config() | profile.config | info["config"] | profile.experiment_config.get(exp, {})
+                        | read_yaml(vfile))
             seeds = profile.seeds_for(exp)
             for seed in (seeds if base_cfg["run_train"] else seeds[:1]):
                 rec = profile.results_dir / "runs" / exp / variant / f"seed{seed}"
@@ -251,6 +261,7 @@ def run_world(
     progress:bool=False,   # progress bars
 )->dict:                   # prompts (DataFrame), metrics, curve (DataFrame|None), train, grid (uint8 array), model
     "Build the world, train (unless run_train is false) and evaluate: everything one run records."
+    if cfg["data_source"] == "world_video": return run_world_video(cfg, progress)
     from seppo.models import load_components
     from seppo.checkpoints import read_log
     from seppo.trainer import load_trained_weights, train
@@ -314,6 +325,48 @@ def save_world_run(
     atomic_write_text(record_dir / "grid.json", json.dumps(result["grid_prompts"]) + "\n")
     return write_metrics(record_dir, cfg, result["metrics"], meta, result["train"])
 
+# %% ../nbs/20_reproduce.ipynb #1c4bc515
+def video_grid_prompts(cfg:dict)->list[str]:
+    "The clip prompts of a video run's frame strips: half from each split's evaluation prompts."
+    from seppo.video_world import eval_clip_prompts, video_world_from_config
+    world, n = video_world_from_config(cfg)[0], cfg["eval_grid_prompts"]
+    return (eval_clip_prompts(world, "train", n - n // 2) + eval_clip_prompts(world, "heldout", n // 2))
+
+def run_world_video(
+    cfg:dict,              # a merged flat config with data_source `world_video`
+    progress:bool=False,   # progress bars
+)->dict:                   # as `run_world`; grid: one strip of frames per prompt
+    "Build the video world, train (unless run_train is false) and evaluate the clips: everything one video run records."
+    from seppo.checkpoints import read_log
+    from seppo.models import load_components
+    from seppo.trainer import train
+    from seppo.video_world import VideoEvalConfig, evaluate_world_video, generate_clips, resolve_world_video, video_world_from_config
+    if cfg["eval_curve_every"]: raise ConfigError("eval_curve_every: curves along training are not recorded for video runs; set it to 0")
+    t0 = time.time()
+    rcfg = resolve_world_video(cfg, progress=progress)
+    world, out_dir, result = video_world_from_config(cfg)[0], Path(cfg["output_dir"]), {"train": {}, "curve": None}
+    if cfg["run_train"]:
+        if out_dir.exists(): shutil.rmtree(out_dir)                     # a fresh run: no checkpoints of an older one
+        t1 = time.time()
+        summary = train(rcfg, progress=progress)
+        recs = read_log(out_dir / "log.jsonl")
+        result["train"] = train_summary(recs) | {"seconds": time.time() - t1}
+        log = pd.DataFrame(recs)
+        result["log"] = log[[c for c in ("update", "loss", "implicit_acc", "aaf_rate", "ref_id", "time/update") if c in log]]
+        model = summary["final"]
+    else:
+        model = rcfg["model_path"]
+    comps, ev = load_components(model), VideoEvalConfig.from_config(cfg)
+    scores, metrics = evaluate_world_video(comps, world, ev)
+    gp = video_grid_prompts(cfg)
+    clips = generate_clips(comps, gp, [cfg["eval_seed"] * 1_000_000 + 999_000 + i for i in range(len(gp))], ev.num_frames,
+                           ev.num_steps, ev.guidance_scale)
+    result["grid"], result["grid_prompts"] = [np.concatenate(list(c), axis=1) for c in clips], gp
+    per_prompt = scores.groupby(["split", "prompt"], sort=False)[["oracle", "direction", "smoothness", "psnr", "ssim"]].mean().reset_index()
+    result |= {"prompts": per_prompt, "metrics": metrics, "model": str(model)}
+    result["train"]["total_seconds"] = time.time() - t0
+    return result
+
 # %% ../nbs/20_reproduce.ipynb #e430ade0
 def parse_named_paths(spec:str|None, what:str)->dict:
     "`NAME=PATH;NAME=PATH` → {NAME: PATH}, every path checked to exist."
@@ -326,7 +379,7 @@ def parse_named_paths(spec:str|None, what:str)->dict:
     return out
 
 def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
-    "Train (unless run_train is false; several processes through accelerate) and evaluate with seppo.evaluate."
+    "Train (unless run_train is false; several processes through accelerate) and evaluate with seppo.evaluate (clips: seppo.evaluate_video)."
     from seppo.evaluate import evaluate
     from seppo.checkpoints import read_log
     from seppo.trainer import FINAL_DIR, train
@@ -345,11 +398,26 @@ def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
         else: model = train(cfg, progress=progress, overwrite=True)["final"]   # a stale run's state is replaced
         train_info = train_summary(read_log(out_dir / "log.jsonl")) | {"seconds": time.time() - t1}
     else: model = cfg["model_path"]
+    if cfg["eval_video_data"] is not None: return _evaluate_paper_video(cfg, model, train_info, progress)
     result = evaluate(model, parse_named_paths(cfg["eval_prompts"], "eval_prompts"), out_dir / "eval",
                       parse_named_paths(cfg["eval_scorers"], "eval_scorers"), cfg["eval_protocol"],
                       num_inference_steps=cfg["eval_num_steps"], guidance_scale=cfg["eval_guidance_scale"],
                       progress=progress)
     return {"metrics": result["metrics"], "train": train_info, "model": str(model)}
+
+def _evaluate_paper_video(cfg:dict, model, train_info:dict, progress:bool)->dict:
+    "The video evaluation of a paper-profile run: a clip per benchmark caption, scored against the ground truth."
+    from seppo.evaluate_video import evaluate_video, parse_video_metrics
+    from seppo.models import load_components
+    if not cfg["run_train"] and cfg["model_motion_adapter"]:            # the base model: SD1.5 + the motion adapter
+        model = load_components(model, motion_adapter=cfg["model_motion_adapter"])
+    if cfg["eval_video_metrics"] is None: raise ConfigError("eval_video_data is set but eval_video_metrics is not: name the metrics")
+    result = evaluate_video(model, cfg["eval_video_data"], Path(cfg["output_dir"]) / "eval",
+                            parse_video_metrics(cfg["eval_video_metrics"]), num_frames=cfg["data_num_frames"],
+                            frame_stride=cfg["data_frame_stride"], resolution=cfg["data_resolution"],
+                            num_steps=cfg["eval_num_steps"], guidance_scale=cfg["eval_guidance_scale"],
+                            seed=cfg["eval_seed"], uncaptioned="ignore")
+    return {"metrics": result["metrics"], "train": train_info, "model": str(model if isinstance(model, (str, Path)) else cfg["model_path"])}
 
 # %% ../nbs/20_reproduce.ipynb #55536f46
 SD15_A100_SECONDS = {"train_image": 0.12, "forward": 0.04}  # per image; calibrated on Diffusion-DPO, see the prose
@@ -359,8 +427,9 @@ def estimate(cfg:dict, processes:int=1)->dict:
     eff = cfg["train_batch_size"] * cfg["train_grad_accum"] * processes
     upd = cfg["train_max_updates"] if cfg["run_train"] else 0
     m = cfg["train_method"]
-    images = upd * eff * (2 if m in ("dpo", "seppo") else 1)            # winner+loser or winner+reference sample
-    ref_samples = upd * eff if m == "seppo" else 0
+    frames = cfg["data_num_frames"] if cfg["data_source"] in ("videofolder", "world_video") else 1  # a clip costs F images
+    images = upd * eff * frames * (2 if m in ("dpo", "seppo") else 1)   # winner+loser or winner+reference sample
+    ref_samples = upd * eff * frames if m == "seppo" else 0
     cfg_mult = 2 if cfg["sample_guidance_scale"] != 1 else 1
     fwd = ref_samples * cfg["sample_num_steps"] * cfg_mult + (images if m in ("dpo", "seppo") else 0)  # + reference forwards
     out = {"updates": upd, "effective_batch": eff, "train_images": images, "reference_samples": ref_samples,
@@ -384,14 +453,32 @@ def format_plan(runs:list[Run], processes:int=1)->str:
     rows.append(f"{len({r.key for r in runs})} distinct runs; ≈ {tot:.0f} GPU-hours at SD1.5 scale on A100s (costs calibrated on Diffusion-DPO, see seppo.reproduce)")
     return "\n".join(rows)
 
+def video_metric_paths(spec:str, where:str="")->list[Path]:
+    "The weight files an `eval_video_metrics` value names (`NAME=PATH[,key=PATH]`), each checked to exist."
+    from seppo.video_metrics import parse_video_metric_spec
+    out = []
+    for part in [p.strip() for p in spec.split(";") if p.strip()]:
+        name, path, options = parse_video_metric_spec(part)
+        for key, value in [("path", path), *options.items()]:
+            if value is None or key not in ("path", "lin"): continue
+            if not Path(value).exists():
+                raise FileNotFoundError(f"{where}: eval_video_metrics {name!r}: {value} does not exist")
+            out.append(Path(value))
+    return out
+
 def check_paths(run:Run):
     "Raise FileNotFoundError naming the first local path of a run's config that does not exist."
     c = run.config
     where = f"{run.experiment}/{run.variant}"
     if c["model_path"] not in ("tiny", "world") and not Path(c["model_path"]).exists():
         raise FileNotFoundError(f"{where}: model_path {c['model_path']} does not exist")
-    if c["data_source"] in ("pickapic", "imagefolder") and not (c["data_path"] and Path(c["data_path"]).exists()):
+    if c["data_source"] in ("pickapic", "imagefolder", "videofolder") and not (c["data_path"] and Path(c["data_path"]).exists()):
         raise FileNotFoundError(f"{where}: data_path {c['data_path']} does not exist")
+    if c["model_motion_adapter"] not in (None, "tiny") and not Path(c["model_motion_adapter"]).exists():
+        raise FileNotFoundError(f"{where}: model_motion_adapter {c['model_motion_adapter']} does not exist")
+    if c["eval_video_data"] is not None and not Path(c["eval_video_data"]).exists():
+        raise FileNotFoundError(f"{where}: eval_video_data {c['eval_video_data']} does not exist")
+    if c["eval_video_metrics"] is not None: video_metric_paths(c["eval_video_metrics"], where)
     if c["model_path"] != "world":
         parse_named_paths(c["eval_prompts"], f"{where}: eval_prompts")
         parse_named_paths(c["eval_scorers"], f"{where}: eval_scorers")
@@ -606,6 +693,9 @@ def runtime_table(
 # %% ../nbs/20_reproduce.ipynb #05b8545e
 WORLD_METRICS = {"oracle_reward": "oracle reward", "win_rate": "win rate vs base", "attribute_acc": "attribute acc.",
                  "fd": "FD ↓", "diversity": "diversity"}
+VIDEO_WORLD_METRICS = {"oracle_reward": "oracle reward", "win_rate": "win rate vs base", "direction": "direction",
+                       "smoothness": "smoothness", "psnr": "PSNR", "ssim": "SSIM", "perceptual": "perceptual ↓",
+                       "fd": "FD ↓", "fvd": "FVD analogue ↓"}
 
 def _with_win_rates(df:pd.DataFrame, baseline:str)->pd.DataFrame:
     base = df[df.variant == baseline]
@@ -652,14 +742,17 @@ def _grid_figure(df:pd.DataFrame, info:dict):
         if d.empty: continue
         rows.append((v, np.asarray(Image.open(Path(d.record_dir.iloc[0]) / "grid.png"))))
     prompts = json.loads((Path(df.record_dir.iloc[0]) / "grid.json").read_text())
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * len(prompts), 1.25 * len(rows)), squeeze=False)
+    frames = rows[0][1].shape[1] / len(prompts) / rows[0][1].shape[0]      # 1 for images, F for clips' frame strips
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * len(prompts) * max(1.0, frames / 2), 1.25 * len(rows)), squeeze=False)
     for ax, (v, img) in zip(axes[:, 0], rows):
         ax.imshow(img, interpolation="nearest"); ax.set_yticks([]); ax.set_ylabel(v, rotation=0, ha="right", va="center")
-        side = img.shape[0]
-        ax.set_xticks([side * (i + 0.5) for i in range(len(prompts))])
+        per = img.shape[1] / len(prompts)                                 # an image, or a clip's frames side by side
+        ax.set_xticks([per * (i + 0.5) for i in range(len(prompts))])
         ax.set_xticklabels([p.replace(" on a ", "\non ").replace("a ", "", 1) for p in prompts] if ax is axes[-1, 0] else [],
                            fontsize=6)
-    fig.suptitle("same prompts and noise for every model (first seed); left half training prompts, right half held out", fontsize=7)
+    clips = "; each clip's frames left to right" if img.shape[1] > img.shape[0] * len(prompts) else ""
+    fig.suptitle(f"same prompts and noise for every model (first seed); left half training prompts, right half held out{clips}",
+                 fontsize=7)
     return fig
 
 def _forest_figure(df:pd.DataFrame, info:dict, metric:str="oracle_reward"):
@@ -700,12 +793,13 @@ def report_experiment(
     variants, baseline = info["variants"], info["baseline"]
     df = collect(prof, root, experiment)
     world = prof.config["model_path"] == "world"
+    video = any(r.config["data_source"] == "world_video" for r in plan_runs(prof, root, [experiment]))
     if world and baseline: df = _with_win_rates(df, baseline)
     out, files = {}, []
     splits = ["train", "heldout"] if world else sorted({c.split("/")[0] for c in df.columns if c.endswith("/mean")})
     paper = (prof.paper_numbers or {}).get(experiment, {})
     for split in splits:
-        if world: cols = {f"{split}/{k}": h for k, h in WORLD_METRICS.items() if f"{split}/{k}" in df}
+        if world: cols = {f"{split}/{k}": h for k, h in (VIDEO_WORLD_METRICS if video else WORLD_METRICS).items() if f"{split}/{k}" in df}
         else: cols = {c: c.split("/", 1)[1].rsplit("/", 1)[0] for c in df.columns if c.startswith(f"{split}/") and c.endswith("/mean")}
         s = summarize(df, list(cols), baseline=baseline, order=variants, compare=info["compare"])
         t = pm_table(s, cols)

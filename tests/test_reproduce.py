@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,35 +46,37 @@ def metrics_files(root):
 def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     root = scratch_root(tmp_path)
     r = reproduce(root, "--profile", "smoke")
-    assert "16 run(s) to execute" in r.stdout, r.stdout
+    assert "22 run(s) to execute" in r.stdout, r.stdout
     res, figs = root / "build/smoke/results", root / "build/smoke/figures"
     # every table in three formats from one DataFrame, every figure in two
     variants = {"e1_main": ["base", "random_labels", "clean_renders", "sft", "dpo", "seppo"],
                 "e2_reference": ["base", "initial", "latest", "random"],
                 "e3_aaf": ["base", "sign", "indicator", "sft", "none"],
-                "e4_on_policy": ["base", "random_labels", "sft", "dpo", "seppo"]}
+                "e4_on_policy": ["base", "random_labels", "sft", "dpo", "seppo"],
+                "e5_video": ["base", "random_labels", "clean_clips", "sft", "dpo", "seppo"]}
     for exp in variants:
         for split in ("train", "heldout"):
             stem = res / "tables" / f"{exp}_{split}"
             md, csv, tex = (stem.with_suffix(s).read_text() for s in (".md", ".csv", ".tex"))
             df = pd.read_csv(stem.with_suffix(".csv"))
             assert list(df.variant) == variants[exp]
-            for col in (f"{split}/oracle_reward", f"{split}/win_rate", f"{split}/attribute_acc", f"{split}/fd",
-                        f"Δ{split}/oracle_reward"):
+            video = ("direction", "smoothness", "psnr", "ssim", "perceptual", "fvd") if exp == "e5_video" else ("attribute_acc",)
+            for col in (f"{split}/oracle_reward", f"{split}/win_rate", f"{split}/fd", f"Δ{split}/oracle_reward",
+                        *(f"{split}/{m}" for m in video)):
                 assert col in df, (exp, col)
             assert "| variant" in md and "oracle reward" in md and r"\toprule" in tex
-    for exp in ("e1_main", "e4_on_policy"):                                 # read against the null control and SFT^w
+    for exp in ("e1_main", "e4_on_policy", "e5_video"):                                 # read against the null control and SFT^w
         df = pd.read_csv(res / "tables" / f"{exp}_train.csv").set_index("variant")
         assert pd.isna(df.loc["sft", "Δtrain/oracle_reward vs sft"])
         assert abs(df.loc["seppo", "Δtrain/oracle_reward vs sft"]
                    - (df.loc["seppo", "train/oracle_reward"] - df.loc["sft", "train/oracle_reward"])) < 1e-4  # one seed
         assert "Δ oracle reward vs random_labels" in (res / "tables" / f"{exp}_train.md").read_text()
     for name in ("e1_main_grid", "e1_main_curve", "e1_main_forest", "e2_reference_curve", "e2_reference_forest",
-                 "e3_aaf_aaf", "e3_aaf_grid", "e4_on_policy_forest", "claims_forest"):
+                 "e3_aaf_aaf", "e3_aaf_grid", "e4_on_policy_forest", "e5_video_grid", "e5_video_forest", "claims_forest"):
         assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file(), name
     # the claims table: every claim on both splits, a computed verdict (one seed: no interval, so inconclusive)
     claims = pd.read_csv(res / "tables/claims.csv")
-    assert list(claims.id.astype(str).unique()) == ["0", "a", "b1", "b2", "c", "d"] and len(claims) == 12
+    assert list(claims.id.astype(str).unique()) == ["0", "a", "b1", "b2", "c", "d", "e"] and len(claims) == 14
     assert set(claims.verdict) == {"inconclusive"} and (claims.seeds == 1).all()
     e1 = pd.read_csv(res / "tables/e1_main_train.csv").set_index("variant")["train/oracle_reward"]
     row = claims[(claims.id.astype(str) == "a") & (claims.split == "train")].iloc[0]
@@ -90,11 +93,17 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     curve = pd.read_csv(res / "runs/e2_reference/latest/seed0/curve.csv")
     assert list(curve["update"]) == [0, 2, 4]
     before = metrics_files(root)
-    assert len(before) == 16
+    assert len(before) == 22
+    # E5 trains motion modules on the video world's clips and records a strip of 4 frames per grid prompt
+    v = yaml.safe_load((res / "runs/e5_video/seppo/seed0/params.yaml").read_text())
+    assert (v["data_source"], v["train_scope"], v["data_num_frames"]) == ("world_video", "motion", 4)
+    from PIL import Image
+    grid = Image.open(res / "runs/e5_video/seppo/seed0/grid.png")
+    assert grid.size == (4 * 16 * len(json.loads((res / "runs/e5_video/seppo/seed0/grid.json").read_text())), 16)
 
     # a second reproduce runs nothing and rewrites no record
     r = reproduce(root, "--profile", "smoke")
-    assert "0 run(s) to execute, 16 up to date" in r.stdout, r.stdout
+    assert "0 run(s) to execute, 22 up to date" in r.stdout, r.stdout
     assert metrics_files(root) == before
 
     # editing one variant re-runs exactly that variant
@@ -160,3 +169,42 @@ def test_readme_tables_are_the_committed_results():
     text = (ROOT / "README.md").read_text()
     assert text.count("<!-- generated from ") >= 3, "the README quotes its tables through generated blocks"
     assert sync_readme(ROOT / "README.md", ROOT, check=True) == [], "README tables differ from results/: run `seppo readme`"
+
+
+def test_paper_video_profile_dry_run_plans_and_names_missing_paths(tmp_path):
+    names = ["SD15", "MOTION_ADAPTER", "CHRONOMAGIC", "CHRONOMAGIC_BENCH"]
+    paths = {f"SEPPO_{n}": str(tmp_path / n) for n in names}
+    for p in paths.values(): Path(p).mkdir()
+    for n in ["LPIPS_ALEX", "LPIPS_LIN", "INCEPTION", "I3D"]:
+        paths[f"SEPPO_{n}"] = str(tmp_path / f"{n}.pt")
+        Path(paths[f"SEPPO_{n}"]).write_bytes(b"weights")
+    r = reproduce(ROOT, "--profile", "paper_video", "--dry-run", **paths)
+    assert "2 distinct runs" in r.stdout and "e5_video" in r.stdout and "seppo" in r.stdout, r.stdout
+    assert "dpo" not in r.stdout.split("distinct runs")[0].split("seppo")[0].split("e5_video")[-1]
+    Path(paths["SEPPO_I3D"]).unlink()
+    r = reproduce(ROOT, "--profile", "paper_video", "--dry-run", check=False, **paths)
+    assert r.returncode == 2 and "eval_video_metrics 'fvd'" in r.stderr and "does not exist" in r.stderr, r.stderr
+    shutil.rmtree(paths["SEPPO_MOTION_ADAPTER"])
+    r = reproduce(ROOT, "--profile", "paper_video", "--dry-run", check=False, **paths)
+    assert r.returncode == 2 and "model_motion_adapter" in r.stderr, r.stderr
+
+
+def test_experiment_config_layers_over_one_experiment_only(tmp_path):
+    from seppo.config import ConfigError
+    from seppo.reproduce import load_profile, plan_runs
+    prof = load_profile("mini", ROOT)
+    runs = plan_runs(prof, ROOT)
+    video = [r for r in runs if r.experiment == "e5_video"]
+    assert video and all(r.config["data_source"] == "world_video" and r.config["train_scope"] == "motion" for r in video)
+    assert all(r.config["data_source"] == "world" and r.config["train_scope"] == "unet" for r in runs if r.experiment != "e5_video")
+    from seppo.config import read_yaml
+    world_video = read_yaml(ROOT / "configs/world/video.yaml")
+    differ = {k: v for k, v in world_video.items() if video[0].config[k] != v}
+    assert not differ, f"configs/profiles/mini.yaml's e5_video block and configs/world/video.yaml disagree: {differ}"
+    root = scratch_root(tmp_path)
+    f = root / "configs/profiles/mini.yaml"
+    raw = yaml.safe_load(f.read_text())
+    f.write_text(yaml.safe_dump(raw | {"experiment_config": {"e9_nothing": {"train_lr": 1e-4}}}))
+    with pytest.raises(ConfigError, match="experiment_config names experiment 'e9_nothing'"): load_profile("mini", root)
+    f.write_text(yaml.safe_dump(raw | {"experiment_config": {"e5_video": {"train_lrr": 1e-4}}}))
+    with pytest.raises(ConfigError, match="did you mean 'train_lr'"): load_profile("mini", root)
