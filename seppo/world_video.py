@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from .metrics import Scorer, register_scorer
+from .video_metrics import register_video_metric
 from .world import (
     DIRECTIONS, WorldConfig, all_prompts, analyse, bt_label, draw_flaws, oracle_scores, oracle_terms, parse_prompt, render_clip)
 from .world import _blur, _check_flaws, _check_names, _compose, _draw_jitter, _grid, _prompt_rng, _rng, _target_centre
@@ -23,7 +24,7 @@ __all__ = ['MOTION_FLAWS', 'MOTION_TOLERANCE', 'VIDEO_ORACLE_WEIGHTS', 'MOTION_F
            'sample_base_clip', 'track_object', 'motion_terms', 'image_flaw_drops', 'mean_flaw_drop',
            'clip_oracle_terms', 'clip_oracle_scores', 'offpolicy_clips', 'label_clip_pairs', 'clip_features',
            'clip_frechet', 'clip_perceptual', 'ClipScorer', 'world_video_oracle', 'world_motion_direction',
-           'world_motion_smoothness']
+           'world_motion_smoothness', 'world_perceptual', 'world_fvd']
 
 # %% ../nbs/12b_world_video.ipynb #1c016990
 def clip_batch(
@@ -419,3 +420,14 @@ def world_motion_smoothness(path=None, device=None, dtype=None, batch_size=16, c
     "How evenly each clip's object moves, in [0, 1]."
     _no_path(path, "world_motion_smoothness")
     return ClipScorer(_motion_term("smoothness"), "world_motion_smoothness", cfg, batch_size)
+
+# %% ../nbs/12b_world_video.ipynb #4c3fc0d9
+@register_video_metric("world_perceptual")
+def world_perceptual(pred, target)->dict:
+    "`{'world_perceptual': (N,)}`: the world's fixed-feature perceptual distance to the ground truth (LPIPS's analogue)."
+    return {"world_perceptual": clip_perceptual(pred, target)}
+
+@register_video_metric("world_fvd")
+def world_fvd(pred, target)->dict:
+    "`{'world_fvd': float}`: the Fréchet distance of the two sets in the world's spatio-temporal features (FVD's analogue)."
+    return {"world_fvd": clip_frechet(pred, target)}

@@ -245,3 +245,18 @@ def test_scorers_are_registered(clean, sets):
         with pytest.raises(ValueError, match="takes no path"): get_scorer(name, "/some/path")
     with pytest.raises(ValueError, match="2 clips but 3 prompts"): oracle(clean[:2], PROMPTS[:3])
     with pytest.raises(ValueError, match="names no direction"): oracle(clean[:1], [STILL])
+
+
+def test_world_analogues_are_video_metrics():
+    import seppo.world_video  # noqa: F401  (registers them)
+    from seppo.video_metrics import VIDEO_METRICS, evaluate_clips, get_video_metric
+    from seppo.world import render_clip, split_prompts
+    assert {"world_perceptual", "world_fvd"} <= set(VIDEO_METRICS)
+    prompts = split_prompts(motion=True)["train"][:6]
+    truth = np.stack([render_clip(p, 4) for p in prompts])
+    shifted = np.roll(truth, 1, axis=1)                                 # the frames one step late
+    m = {n: get_video_metric(n) for n in ("world_perceptual", "world_fvd")}
+    same, late = evaluate_clips(truth, truth, m), evaluate_clips(shifted, truth, m)
+    assert same["world_perceptual"] == 0 and abs(same["world_fvd"]) < 1e-6
+    assert late["world_perceptual"] > 0 and late["world_fvd"] > 1e-3
+    with pytest.raises(ValueError, match="takes no path"): get_video_metric("world_fvd", "/some/path")
