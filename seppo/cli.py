@@ -131,6 +131,19 @@ def main(argv=None)->int:
         return 2
 
 # %% ../nbs/90_cli.ipynb #b38ca34c
+def _report_eval(summary:dict, scores, output:str|None)->int:
+    "Print a `seppo world eval` summary; with `--output`, write it there and the per-sample scores beside it."
+    import json
+    if output:
+        out = Path(output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scores.to_csv(out.with_name("scores.csv"), index=False)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.replace(out)
+    print(json.dumps(summary, indent=1))
+    return 0
+
 def _world(args)->int:
     "The `seppo world` subcommand."
     import json
@@ -149,15 +162,7 @@ def _world(args)->int:
     ev = EvalConfig.from_config(cfg, args.images_per_prompt)
     scores, summary = evaluate_world(args.model or paths["model_path"], ev=ev if args.seed is None else replace(ev, seed=args.seed))
     summary = {"model": str(args.model or paths["model_path"]), "metrics": summary}
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        scores.to_csv(out.with_name("scores.csv"), index=False)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        tmp.replace(out)
-    print(json.dumps(summary, indent=1))
-    return 0
+    return _report_eval(summary, scores, args.output)
 
 def _world_video(args, cfg:dict, t0:float)->int:
     "`seppo world` for the video world (data_source: world_video): its motion base model and clip folder, or a model's clip scores."
@@ -176,12 +181,4 @@ def _world_video(args, cfg:dict, t0:float)->int:
     if args.seed is not None: ev = replace(ev, seed=args.seed)
     scores, summary = evaluate_world_video(args.model or paths["model_path"], video_world_from_config(cfg)[0], ev)
     summary = {"model": str(args.model or paths["model_path"]), "metrics": summary}
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        scores.to_csv(out.with_name("scores.csv"), index=False)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        tmp.replace(out)
-    print(json.dumps(summary, indent=1))
-    return 0
+    return _report_eval(summary, scores, args.output)

@@ -256,6 +256,19 @@ def train_summary(recs:list[dict])->dict:
         if len(v): out[f"{k}_mean"] = float(v.mean()); out[f"{k}_last20"] = float(v[-20:].mean())
     return out
 
+def _train_world_run(tcfg:dict, out_dir:Path, result:dict, progress:bool)->str:
+    "Train a world run afresh into `out_dir`, put its training summary and log into `result`; the final model's path."
+    from seppo.checkpoints import read_log
+    from seppo.trainer import train
+    if out_dir.exists(): shutil.rmtree(out_dir)                         # a fresh run: no checkpoints of an older one
+    t1 = time.time()
+    summary = train(tcfg, progress=progress)
+    recs = read_log(out_dir / "log.jsonl")
+    result["train"] = train_summary(recs) | {"seconds": time.time() - t1}
+    log = pd.DataFrame(recs)
+    result["log"] = log[[c for c in ("update", "loss", "implicit_acc", "aaf_rate", "ref_id", "time/update") if c in log]]
+    return summary["final"]
+
 def run_world(
     cfg:dict,              # a merged flat config with model_path/data_source `world`
     progress:bool=False,   # progress bars
@@ -263,8 +276,7 @@ def run_world(
     "Build the world, train (unless run_train is false) and evaluate: everything one run records."
     if cfg["data_source"] == "world_video": return run_world_video(cfg, progress)
     from seppo.models import load_components
-    from seppo.checkpoints import read_log
-    from seppo.trainer import load_trained_weights, train
+    from seppo.trainer import load_trained_weights
     from seppo.world_base import generate, resolve_world, world_from_config
     from seppo.world_eval import evaluate_world
     t0 = time.time()
@@ -275,14 +287,7 @@ def run_world(
     if cfg["run_train"]:
         every = cfg["eval_curve_every"]
         tcfg = rcfg | ({"train_checkpoint_every": every, "train_checkpoints_keep": 10_000} if every else {})
-        if out_dir.exists(): shutil.rmtree(out_dir)                     # a fresh run: no checkpoints of an older one
-        t1 = time.time()
-        summary = train(tcfg, progress=progress)
-        recs = read_log(out_dir / "log.jsonl")
-        result["train"] = train_summary(recs) | {"seconds": time.time() - t1}
-        log = pd.DataFrame(recs)
-        result["log"] = log[[c for c in ("update", "loss", "implicit_acc", "aaf_rate", "ref_id", "time/update") if c in log]]
-        model = summary["final"]
+        model = _train_world_run(tcfg, out_dir, result, progress)
     else:
         model = rcfg["model_path"]
     comps = load_components(model)
@@ -337,23 +342,14 @@ def run_world_video(
     progress:bool=False,   # progress bars
 )->dict:                   # as `run_world`; grid: one strip of frames per prompt
     "Build the video world, train (unless run_train is false) and evaluate the clips: everything one video run records."
-    from seppo.checkpoints import read_log
     from seppo.models import load_components
-    from seppo.trainer import train
     from seppo.video_world import VideoEvalConfig, evaluate_world_video, generate_clips, resolve_world_video, video_world_from_config
     if cfg["eval_curve_every"]: raise ConfigError("eval_curve_every: curves along training are not recorded for video runs; set it to 0")
     t0 = time.time()
     rcfg = resolve_world_video(cfg, progress=progress)
     world, out_dir, result = video_world_from_config(cfg)[0], Path(cfg["output_dir"]), {"train": {}, "curve": None}
     if cfg["run_train"]:
-        if out_dir.exists(): shutil.rmtree(out_dir)                     # a fresh run: no checkpoints of an older one
-        t1 = time.time()
-        summary = train(rcfg, progress=progress)
-        recs = read_log(out_dir / "log.jsonl")
-        result["train"] = train_summary(recs) | {"seconds": time.time() - t1}
-        log = pd.DataFrame(recs)
-        result["log"] = log[[c for c in ("update", "loss", "implicit_acc", "aaf_rate", "ref_id", "time/update") if c in log]]
-        model = summary["final"]
+        model = _train_world_run(rcfg, out_dir, result, progress)
     else:
         model = rcfg["model_path"]
     comps, ev = load_components(model), VideoEvalConfig.from_config(cfg)
