@@ -76,7 +76,7 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
         assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").is_file(), name
     # the claims table: every claim on both splits, a computed verdict (one seed: no interval, so inconclusive)
     claims = pd.read_csv(res / "tables/claims.csv")
-    assert list(claims.id.astype(str).unique()) == ["0", "a", "b1", "b2", "c", "d", "e"] and len(claims) == 14
+    assert list(claims.id.astype(str).unique()) == ["0", "a", "b1", "b2", "c", "d", "0v", "e"] and len(claims) == 16
     assert set(claims.verdict) == {"inconclusive"} and (claims.seeds == 1).all()
     e1 = pd.read_csv(res / "tables/e1_main_train.csv").set_index("variant")["train/oracle_reward"]
     row = claims[(claims.id.astype(str) == "a") & (claims.split == "train")].iloc[0]
