@@ -36,8 +36,8 @@ $(STAMP): settings.ini setup.py pyproject.toml
 lib: $(STAMP)  ## export seppo/ from the notebooks
 	$(BIN)/nbdev_export
 
-test: $(STAMP)  ## run every library notebook and tests/ under pytest
-	$(BIN)/python -m pytest -q tests
+test: $(STAMP)  ## run every library notebook and tests/ under pytest, two workers (one test file each at a time; one thread each)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 check: $(STAMP)  ## fail on unclean notebooks, seppo/ out of sync with nbs/, or lint
 	$(BIN)/nbdev_clean
