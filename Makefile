@@ -17,8 +17,9 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
 PROFILE ?= mini
+BENCH_MODELS ?= tiny,sd15
 
-.PHONY: help install lib test check demo smoke reproduce controls clean
+.PHONY: help install lib test check demo smoke reproduce controls bench clean
 
 help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +57,9 @@ reproduce: $(STAMP)  ## run the missing or stale runs of PROFILE (default mini),
 controls: $(STAMP)  ## the control sweep that chose the world's training budget (results/controls), then the README's tables
 	$(BIN)/seppo reproduce --profile controls
 	$(BIN)/seppo readme
+
+bench: $(STAMP)  ## time SFT, Diffusion-DPO and SePPO (tiny and SD1.5-architecture models) beside the sampling floor; writes results/bench/cpu.md; BENCH_MODELS=tiny for the quick half
+	$(BIN)/seppo bench --models $(BENCH_MODELS)
 
 smoke: $(STAMP)  ## the reproduce pipeline at toy scale (one seed, a few updates) into build/smoke — what CI runs
 	$(BIN)/seppo reproduce --profile smoke

@@ -52,6 +52,11 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument("--root", default=".", help="the project root (configs/, nbs/)")
     rd = sub.add_parser("readme", help="rewrite the README's generated tables from the committed results")
     rd.add_argument("--check", action="store_true", help="only list the tables that differ; exit 1 if any does")
+    b = sub.add_parser("bench", help="time and measure SFT, Diffusion-DPO and SePPO beside diffusers' sampling floor")
+    b.add_argument("--models", default="tiny,sd15", help="comma-separated: tiny (seconds), sd15 (SD1.5's architecture, random init)")
+    b.add_argument("--gpu", action="store_true", help="the GPU lines: SD1.5 at 512 px in bf16 (writes gpu.json / gpu.md)")
+    b.add_argument("--quick", action="store_true", help="3 updates a line: check that every line runs (writes cpu-quick.md)")
+    b.add_argument("--out", default="results/bench", help="where the table (cpu.md / gpu.md) and its data go")
     d = sub.add_parser("demo", help="a few SePPO updates of a tiny random model, with a loss/AAF summary")
     d.add_argument("--updates", type=int, default=12)
     d.add_argument("--output-dir", default=None)
@@ -88,6 +93,11 @@ def main(argv=None)->int:
             import yaml
             sys.stdout.write(yaml.safe_dump(_cfg(args), sort_keys=False)); return 0
         if args.command == "world": return _world(args)
+        if args.command == "bench":
+            from seppo.bench import bench
+            models = tuple(m for m in args.models.split(",") if m)
+            print(bench(models or ("tiny",), args.out, gpu=args.gpu, quick=args.quick, log=lambda m: print(m, flush=True)))
+            return 0
         if args.command == "readme":
             from seppo.reproduce import sync_readme
             stale = sync_readme("README.md", ".", check=args.check)

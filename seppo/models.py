@@ -5,13 +5,16 @@
 # %% ../nbs/01_models.ipynb #c965d3da
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import importlib.resources
 import json
 import os
 import shutil
+import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,11 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 # %% auto #0
 __all__ = ['BPE_FILE', 'BOS_TOKEN', 'EOS_TOKEN', 'COMPONENT_NAMES', 'SD_LAYOUT', 'CONFIG_FILES', 'TOKENIZER_SOURCES',
            'SD15_SCHEDULER_CONFIG', 'ADAPTER_FIT', 'WEIGHTS_FILES', 'TRAIN_SCOPES', 'LORA_SIDES', 'LORA_TARGETS',
-           'LORA_WEIGHTS_FILE', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt', 'is_video_unet',
-           'frame_embeds', 'zero_motion_outputs', 'inflate_unet', 'tiny_motion_adapter', 'tiny_video_components',
-           'shape_diff', 'motion_adapter_mismatch', 'check_motion_adapter', 'save_components',
+           'REF_ADAPTER', 'LORA_WEIGHTS_FILE', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
+           'is_video_unet', 'frame_embeds', 'zero_motion_outputs', 'inflate_unet', 'tiny_motion_adapter',
+           'tiny_video_components', 'shape_diff', 'motion_adapter_mismatch', 'check_motion_adapter', 'save_components',
            'check_motion_adapter_folder', 'load_motion_adapter', 'load_components', 'lora_target_modules',
-           'set_train_scope', 'save_lora']
+           'set_train_scope', 'trained_adapter', 'AdapterView', 'add_reference_adapter', 'save_lora']
 
 # %% ../nbs/01_models.ipynb #81a1cf90
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -524,17 +527,101 @@ def set_train_scope(
             if p.requires_grad: p.data = p.data.float()
     return unet
 
+# %% ../nbs/01_models.ipynb #c195da25
+REF_ADAPTER = "ref"  # the adapter slot a SePPO reference snapshot is loaded into (add_reference_adapter)
+
+def trained_adapter(unet)->str:
+    "Name of the LoRA adapter that trains in `unet` (every adapter but REF_ADAPTER; there must be one)."
+    model = _unwrap(unet)
+    names = [a for a in (getattr(model, "peft_config", None) or {}) if a != REF_ADAPTER]
+    if len(names) != 1:
+        raise ValueError(f"{type(model).__name__} must have exactly one trained LoRA adapter, found {len(names)} "
+                         f"({', '.join(names) or 'none'}): a reference inside the UNet needs train scope 'lora' "
+                         "(train_lora_rank > 0); a full fine-tune keeps its reference as a copy (ref_model: copy)")
+    return names[0]
+
+def _flags(model)->tuple[list, list]:
+    return [(p, p.requires_grad) for p in model.parameters()], [(m, m.training) for m in model.modules()]
+
+def _restore(flags):
+    grads, modes = flags
+    for p, g in grads: p.requires_grad_(g)
+    for m, t in modes: m.training = t
+
+class AdapterView(torch.nn.Module):
+    "The frozen reference inside a LoRA-trained UNet: `adapter` active (None: every adapter off, the base model)."
+    def __init__(self, unet, adapter:str|None=None):
+        super().__init__()
+        model = _unwrap(unet)
+        self.trained = trained_adapter(model)
+        if adapter is not None and adapter not in model.peft_config:
+            raise ValueError(f"{type(model).__name__} has no adapter {adapter!r} (it has {', '.join(model.peft_config)}): "
+                             "add_reference_adapter adds the reference slot")
+        object.__setattr__(self, "module", model)  # not a submodule: the view owns no parameters of its own
+        self.adapter = adapter
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        # found once: a switch then touches only what it must (it runs before every reference pass)
+        self._layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        self._modules_all = list(model.modules())
+        self._adapter_params = [p for n, p in model.named_parameters() if re.search(r"\.lora_[AB]\.", n)]
+    @property
+    def config(self): return self.module.config
+    @property
+    def dtype(self): return self.module.dtype
+    @contextmanager
+    def active(self):
+        "The UNet with this view's adapter on, in eval mode; flags, modes and the active adapter restored after."
+        model = self.module
+        flags = [(p, p.requires_grad) for p in self._adapter_params], [(m, m.training) for m in self._modules_all]
+        try:                             # what diffusers' set_adapter / disable_adapters do, layer by layer
+            for layer in self._layers:
+                if self.adapter is None: layer.enable_adapters(False)
+                else: layer.set_adapter(self.adapter)
+            model.eval()
+            yield model
+        finally:
+            for layer in self._layers:
+                if self.adapter is None: layer.enable_adapters(True)
+                layer.set_adapter(self.trained)
+            _restore(flags)
+    def forward(self, *args, **kwargs):
+        with torch.no_grad(), self.active(): return self.module(*args, **kwargs)
+    def named_parameters(self, prefix:str="", recurse:bool=True, remove_duplicate:bool=True):
+        "The adapter slot's parameters under the trained adapter's names (as pool snapshots name them); the base model's with no adapter."
+        for n, p in self.module.named_parameters(prefix, recurse, remove_duplicate):
+            if self.adapter is None:
+                if not re.search(r"\.lora_[AB]\.", n): yield n, p
+            elif re.search(rf"\.lora_[AB]\.{re.escape(self.adapter)}\.", n):
+                yield re.sub(rf"(\.lora_[AB])\.{re.escape(self.adapter)}\.", rf"\1.{self.trained}.", n), p
+
+def add_reference_adapter(unet)->AdapterView:
+    "Give a LoRA-trained `unet` a frozen second adapter slot REF_ADAPTER (same rank, α, targets); its view."
+    model = _unwrap(unet)
+    name = trained_adapter(model)
+    if REF_ADAPTER in model.peft_config: raise ValueError(f"{type(model).__name__} already has the adapter {REF_ADAPTER!r}")
+    flags = _flags(model)
+    model.add_adapter(copy.deepcopy(model.peft_config[name]), REF_ADAPTER)  # peft activates it and makes it trainable:
+    model.set_adapter(name)                                                 # undo both
+    _restore(flags)
+    dtypes = {n: p.dtype for n, p in model.named_parameters() if f".{name}." in n}
+    for n, p in model.named_parameters():
+        if f".{REF_ADAPTER}." in n:
+            p.requires_grad_(False)
+            p.data = p.data.to(dtypes[n.replace(f".{REF_ADAPTER}.", f".{name}.")])
+    return AdapterView(model, REF_ADAPTER)
+
+
 # %% ../nbs/01_models.ipynb #885a3a55
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 
 def save_lora(
-    unet,          # a UNet with one LoRA adapter (`set_train_scope(unet, "lora", ...)`), or a DDP / compile wrapper
+    unet,          # a UNet with one LoRA adapter (`set_train_scope(unet, "lora", ...)`; a REF_ADAPTER slot is left out), or a DDP / compile wrapper
     path:str|Path, # output folder; created if needed
 )->Path:           # `path`, holding LORA_WEIGHTS_FILE
     "Write `unet`'s LoRA weights, with their α and targets, as `pipe.load_lora_weights` reads them."
     from peft.utils import get_peft_model_state_dict
     model = _unwrap(unet)
-    adapters = list(getattr(model, "peft_config", None) or {})
+    adapters = [a for a in (getattr(model, "peft_config", None) or {}) if a != REF_ADAPTER]  # the reference slot is not saved
     if len(adapters) != 1:
         raise ValueError(f"save_lora needs a UNet with exactly one LoRA adapter, {type(model).__name__} has "
                          f"{len(adapters)} ({', '.join(adapters) or 'none'}): set_train_scope(unet, 'lora', lora_rank=r) adds one")

@@ -33,8 +33,9 @@ from .data import PreferenceDataset, collate, image_folder_items, pickapic_items
 from .durable import (DamagedFile, NoSpaceError, durable_replace, is_no_space, load_state, state_bytes,
                            write_checksums, write_file)
 from .losses import denoising_error, dpo_loss, seppo_loss, sft_loss, split_pair
-from .models import (encode_prompt, frame_embeds, is_video_unet, load_components, save_components, save_lora,
-                          set_train_scope, tiny_components, tiny_video_components)
+from .models import (AdapterView, add_reference_adapter, encode_prompt, frame_embeds, is_video_unet,
+                          load_components, save_components, save_lora, set_train_scope, tiny_components,
+                          tiny_video_components)
 from .reference import ReferencePool, trainable_state_dict
 from .sampling import sample_reference
 from .toy import make_toy_pickapic
@@ -45,10 +46,11 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'DTYPES', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'sample_key', 'sample_generators',
            'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'apply_train_scope',
-           'setup_models', 'build_dataset', 'video_items', 'build_video_dataset', 'encode_images', 'batch_latents',
-           'noise_target', 'denoise_errors', 'pair_inputs', 'Step', 'micro_batch_loss', 'rng_state', 'set_rng_state',
-           'process_state', 'set_process_state', 'Tracker', 'NonFiniteLossError', 'save_final', 'train',
-           'load_trained_weights', 'resume_point', 'load_checkpoint', 'save_checkpoint']
+           'setup_models', 'reference_kind', 'reference_dtype', 'build_reference', 'reference_context', 'build_dataset',
+           'video_items', 'build_video_dataset', 'encode_images', 'batch_latents', 'noise_target', 'denoise_errors',
+           'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples', 'rng_state',
+           'set_rng_state', 'process_state', 'set_process_state', 'Tracker', 'NonFiniteLossError', 'save_final',
+           'train', 'load_trained_weights', 'resume_point', 'load_checkpoint', 'save_checkpoint']
 
 # %% ../nbs/06_trainer.ipynb #ae3d546c
 PURPOSES = {"timestep": 0, "noise": 1, "reference": 2}
@@ -116,7 +118,7 @@ def apply_train_scope(unet, cfg:dict):
     return unet
 
 def setup_models(cfg:dict, device="cpu"):
-    "Components with a trainable UNet, frozen encoders, and the reference UNet (None for SFT)."
+    "Components with a trainable UNet, frozen encoders, and the reference (None for SFT): a copy, or with LoRA a view of the UNet."
     comps = build_components(cfg)
     frozen_dtype = DTYPES[cfg["model_dtype"]]
     for frozen in (comps.text_encoder, comps.vae):
@@ -127,10 +129,36 @@ def setup_models(cfg:dict, device="cpu"):
     apply_train_scope(unet, cfg)
     if cfg["train_gradient_checkpointing"]: unet.enable_gradient_checkpointing()
     unet.train()
-    ref_unet = None
-    if cfg["train_method"] != "sft":
-        ref_unet = copy.deepcopy(unet).requires_grad_(False).eval().to(device)
+    ref_unet = None if cfg["train_method"] == "sft" else build_reference(unet, cfg, device)
     return comps, ref_unet
+
+def reference_kind(cfg:dict)->str:
+    "`copy` (a frozen second UNet) or `shared` (the trained UNet with other adapters), as `ref_model` resolves."
+    kind = cfg["ref_model"]
+    if kind == "auto": kind = "shared" if cfg["train_lora_rank"] > 0 else "copy"
+    if kind == "shared" and cfg["train_lora_rank"] == 0:
+        raise ValueError("ref_model 'shared' needs LoRA (train_lora_rank > 0): a full fine-tune changes the UNet's own "
+                         "weights, so its reference must be a copy (ref_model: copy or auto)")
+    if kind == "shared" and cfg["ref_dtype"] not in ("auto", "float32"):
+        raise ValueError(f"ref_dtype {cfg['ref_dtype']!r} is for a copied reference; ref_model 'shared' runs the trained "
+                         "UNet's own weights (set ref_model: copy, or ref_dtype: auto)")
+    return kind
+
+def reference_dtype(cfg:dict)->torch.dtype:
+    "dtype of a copied reference: `ref_dtype`, or with `auto` the training's half precision (float32 without mixed precision)."
+    if cfg["ref_dtype"] != "auto": return DTYPES[cfg["ref_dtype"]]
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["train_mixed_precision"], torch.float32)
+
+def build_reference(unet, cfg:dict, device):
+    "The frozen reference of Diffusion-DPO or SePPO: a copy of `unet`, or (LoRA) a view of `unet` itself."
+    if reference_kind(cfg) == "copy":
+        return copy.deepcopy(unet).requires_grad_(False).eval().to(device, reference_dtype(cfg))
+    if cfg["train_method"] == "dpo": return AdapterView(unet, None)     # θ0: the base model, adapters off
+    return add_reference_adapter(unet)                                 # SePPO: the pool's snapshots go into slot "ref"
+
+def reference_context(ref):
+    "A context giving the reference as a module: a view's UNet with its adapter switched on, or the copy itself."
+    return ref.active() if isinstance(ref, AdapterView) else nullcontext(ref)
 
 # %% ../nbs/06_trainer.ipynb #8e712008
 def build_dataset(cfg:dict, output_dir=None):
@@ -232,11 +260,29 @@ def _timed(step:Step, name:str, t0:float):
     if torch.cuda.is_available(): torch.cuda.synchronize()
     step.timings[name] = step.timings.get(name, 0.0) + time.perf_counter() - t0
 
+def reference_samples(
+    step:Step,             # the reference (loaded with this update's snapshot) and the sampler's settings
+    prompt_embeds,         # (N, L, D): the prompts of the samples
+    generators:list,       # one per sample (`sample_generators(..., "reference")`): its initial and step noise
+    shape:tuple,           # (N, C, ...) of the samples
+    batch_size:int|None=None, # denoise at most this many at once (`sample_batch_size`); None: all N
+)->torch.Tensor:           # (N, C, ...) float32 reference latents x0_r, no grad
+    "SePPO's reference samples x0_r: the reference UNet's samples for these prompts, timed as `sampling`."
+    cfg, t0 = step.cfg, time.perf_counter()
+    with reference_context(step.ref_unet) as ref:
+        out = sample_reference(ref, step.sample_scheduler, prompt_embeds, negative_prompt_embeds=step.negative_embeds,
+                               guidance_scale=cfg["sample_guidance_scale"], num_inference_steps=cfg["sample_num_steps"],
+                               eta=cfg["sample_eta"], generator=generators, latents_shape=shape,
+                               batch_size=batch_size).float()
+    _timed(step, "sampling", t0)
+    return out
+
 def micro_batch_loss(
     unet,                  # the trained UNet (possibly wrapped by accelerate)
     latents:tuple,         # (latents_w,) or (latents_w, latents_l), each (B, C, ...) on the device
     prompt_embeds,         # (B, L, D)
     step:Step,             # frozen pieces and draw coordinates
+    reference:torch.Tensor|None=None, # SePPO: this micro-batch's reference samples, drawn beforehand (`reference_samples`)
 )->tuple[torch.Tensor, dict]:
     "Loss and info of one micro-batch for `cfg['train_method']`."
     cfg, seed = step.cfg, step.cfg["train_seed"]
@@ -253,19 +299,14 @@ def micro_batch_loss(
         _timed(step, "forward_backward", t0)
         return loss, info
     if method == "seppo":
-        t0 = time.perf_counter()
-        latents_o = sample_reference(step.ref_unet, step.sample_scheduler, prompt_embeds,
-                                     negative_prompt_embeds=step.negative_embeds,
-                                     guidance_scale=cfg["sample_guidance_scale"],
-                                     num_inference_steps=cfg["sample_num_steps"], eta=cfg["sample_eta"],
-                                     generator=gens("reference"), latents_shape=tuple(latents_w.shape)).float()
-        _timed(step, "sampling", t0)
+        latents_o = reference if reference is not None else reference_samples(
+            step, prompt_embeds, gens("reference"), tuple(latents_w.shape))
     else:
         latents_o = latents[1]
     inputs = pair_inputs(latents_w, latents_o, noise, timesteps, prompt_embeds)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        ref_losses = denoise_errors(step.ref_unet, step.noise_scheduler, *inputs)
+    with torch.no_grad(), reference_context(step.ref_unet) as ref:
+        ref_losses = denoise_errors(ref, step.noise_scheduler, *inputs)
     _timed(step, "ref_forward", t0)
     t0 = time.perf_counter()
     model_losses = denoise_errors(unet, step.noise_scheduler, *inputs)
@@ -276,6 +317,21 @@ def micro_batch_loss(
                                 aaf_mode=cfg["aaf_mode"])
     _timed(step, "forward_backward", t0)
     return loss, info
+
+# %% ../nbs/06_trainer.ipynb #9f1f17e1
+def update_reference_samples(
+    step:Step,          # step.update set; the reference holds this update's snapshot
+    embeds:list,        # per micro-batch, in order: (B, L, D) prompt embeddings
+    positions:list,     # per micro-batch: the global positions of its samples
+    shape:tuple,        # (C, ...) of one sample
+    batch_size:int,     # `sample_batch_size`: samples denoised at once
+)->list[torch.Tensor]:  # per micro-batch: (B, C, ...) reference latents, the ones micro_batch_loss would draw
+    "All reference samples of one update, `batch_size` at a time, split back into its micro-batches."
+    seed = step.cfg["train_seed"]
+    gens = [g for m, pos in enumerate(positions) for g in sample_generators(seed, step.update, m, pos, "reference")]
+    out = reference_samples(step, torch.cat(embeds), gens, (len(gens), *shape), batch_size)
+    return list(out.split([len(p) for p in positions]))
+
 
 # %% ../nbs/06_trainer.ipynb #0b3bef37
 def rng_state()->dict:
@@ -425,7 +481,7 @@ def train(
 
     pool = None
     replicas = [output_dir / "checkpoints"]  # where intact copies of a damaged pool file may be found
-    if method != "sft":
+    if method == "seppo" or (method == "dpo" and not isinstance(ref_unet, AdapterView)):  # LoRA's θ0 is adapters-off
         strategy = cfg["ref_strategy"] if method == "seppo" else "initial"
         # disk snapshots are identical on every process; they share one folder (writes are atomic renames)
         pool_dir = output_dir / "pool" if cfg["ref_pool_storage"] == "disk" else None
@@ -455,25 +511,41 @@ def train(
         while update < cfg["train_max_updates"]:
             t_update = time.perf_counter()
             ref_id = None
+            step = Step(cfg, noise_scheduler, sample_scheduler, negative_embeds, ref_unet, update)
             if pool is not None:
+                t0 = time.perf_counter()
                 ref_id = pool.select(update)
                 pool.materialize(ref_unet, ref_id)
-            step = Step(cfg, noise_scheduler, sample_scheduler, negative_embeds, ref_unet, update)
-            infos, skipped = [], 0
-            for micro in range(accum):
-                g = update * accum + micro
-                epoch, idx = global_batch_indices(len(dataset), global_batch, seed, g)
+                _timed(step, "snapshot", t0)
+            positions = tuple(range(rank * B, (rank + 1) * B))
+
+            def load(micro, update=update, step=step):
+                "Micro-batch `micro` of this update: its latents and prompt embeddings, timed as `data`."
+                t0 = time.perf_counter()
+                epoch, idx = global_batch_indices(len(dataset), global_batch, seed, update * accum + micro)
                 dataset.set_epoch(epoch)
-                mine = idx[rank * B:(rank + 1) * B]
-                batch = collate([dataset[int(i)] for i in mine])
-                step.micro, step.positions = micro, tuple(range(rank * B, (rank + 1) * B))
+                batch = collate([dataset[int(i)] for i in idx[rank * B:(rank + 1) * B]])
                 latents = batch_latents(batch, comps.vae, device)
                 with torch.no_grad():
-                    prompt_embeds = encode_prompt(comps.tokenizer, comps.text_encoder, batch["caption"]).to(device)
+                    embeds = encode_prompt(comps.tokenizer, comps.text_encoder, batch["caption"]).to(device).float()
+                _timed(step, "data", t0)
+                return latents, embeds
+
+            batched = method == "seppo" and cfg["sample_batch_size"] > 0
+            loaded, refs = ([load(m) for m in range(accum)], None) if batched else (None, None)
+            if batched:  # the update's reference samples first, sample_batch_size at a time
+                with accelerator.autocast():
+                    refs = update_reference_samples(step, [e for _, e in loaded], [positions] * accum,
+                                                    tuple(loaded[0][0][0].shape[1:]), cfg["sample_batch_size"])
+            infos, skipped = [], 0
+            for micro in range(accum):
+                latents, prompt_embeds = loaded[micro] if batched else load(micro)
+                step.micro, step.positions = micro, positions
                 sync = micro == accum - 1
                 with (nullcontext() if sync or world == 1 else accelerator.no_sync(unet)):
                     with accelerator.autocast():
-                        loss, info = micro_batch_loss(unet, latents, prompt_embeds.float(), step)
+                        loss, info = micro_batch_loss(unet, latents, prompt_embeds, step,
+                                                      reference=refs[micro] if batched else None)
                     loss = _poison(loss, update + 1)
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float().to(device), "min").item()
                     if finite < 1:
@@ -485,14 +557,18 @@ def train(
                     _timed(step, "forward_backward", t0)
                 infos.append({k: v for k, v in info.items() if torch.is_tensor(v)} | {"loss": loss.detach()})
                 skipped = getattr(dataset, "num_skipped", 0)
+            t0 = time.perf_counter()
             if cfg["train_max_grad_norm"] > 0:
                 accelerator.clip_grad_norm_(params, cfg["train_max_grad_norm"])
             optimizer.step(); lr_scheduler.step(); optimizer.zero_grad(set_to_none=True)
+            _timed(step, "optimizer", t0)
             update += 1
             _fault("after_step", update)
 
             if method == "seppo" and update % cfg["ref_snapshot_every"] == 0:
+                t0 = time.perf_counter()
                 pool.add(trainable_state_dict(raw_unet), step=update)
+                _timed(step, "snapshot", t0)
                 _fault("after_snapshot", update)
 
             stats = _mean_info(infos, accelerator)
