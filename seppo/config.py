@@ -61,6 +61,7 @@ OPTIONS:list[Option] = [
     _O("data_empty_prompt_prob", 0.0, float, "Probability of replacing a caption with the empty prompt (paper profile: 0.2) [D].", min=0, max=1),
     _O("data_random_labels", False, bool, "Null control: ignore the pairs' preference labels and let a coin (seeded by train_seed) pick each row's 'winner' — the same images without the preference, to measure what fine-tuning on them does by itself."),
     _O("data_precompute_latents", False, bool, "Encode every image with the VAE once before training and reuse the latents every epoch (needs center crop)."),
+    _O("data_latent", "mean", str, "What a VAE encodes an image to: `mean` (the posterior mean) or `sample` (mean + std·ε, ε from each sample's own generator, as Diffusion-DPO's train.py and diffusers' training scripts draw it; with data_precompute_latents the cache holds mean and std and the draw is made per update). A pixel-space model has no VAE and ignores it.", ("mean", "sample"), neutral=True),
     _O("data_on_error", "skip", str, "What an unreadable image does: `skip` (replaced by the next readable one and counted in the log) or `raise`.", ("skip", "raise")),
     # training
     _O("train_method", "seppo", str, "`sft` (ε-MSE on winners), `dpo` (Diffusion-DPO on pairs, reference θ0) or `seppo` (winners vs reference samples, AAF).", ("sft", "dpo", "seppo")),

@@ -47,13 +47,13 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'DTYPES', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'sample_key', 'sample_generators',
            'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'apply_train_scope',
            'setup_models', 'reference_kind', 'reference_dtype', 'build_reference', 'reference_context', 'build_dataset',
-           'video_items', 'build_video_dataset', 'encode_images', 'batch_latents', 'noise_target', 'denoise_errors',
-           'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples', 'rng_state',
-           'set_rng_state', 'process_state', 'set_process_state', 'Tracker', 'NonFiniteLossError', 'save_final',
-           'train', 'load_trained_weights', 'resume_point', 'load_checkpoint', 'save_checkpoint']
+           'video_items', 'build_video_dataset', 'encode_images', 'draw_latents', 'batch_latents', 'noise_target',
+           'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples',
+           'rng_state', 'set_rng_state', 'process_state', 'set_process_state', 'Tracker', 'NonFiniteLossError',
+           'save_final', 'train', 'load_trained_weights', 'resume_point', 'load_checkpoint', 'save_checkpoint']
 
 # %% ../nbs/06_trainer.ipynb #ae3d546c
-PURPOSES = {"timestep": 0, "noise": 1, "reference": 2}
+PURPOSES = {"timestep": 0, "noise": 1, "reference": 2, "latent": 3}
 
 def sample_key(seed:int, update:int, micro:int, position:int, purpose:str)->int:
     "A 63-bit seed for one sample's draw, a pure function of where the draw happens."
@@ -207,20 +207,29 @@ def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
                         seed=cfg["train_seed"], on_error=cfg["data_on_error"],
                         random_start=not cfg["data_precompute_latents"])      # cached latents fix a clip's frames
 
-def encode_images(vae, pixel_values:torch.Tensor)->torch.Tensor:
-    "Latents of images in [-1, 1] (clips `(B, 3, F, H, W)` frame by frame): the VAE posterior mean × scaling factor, or the pixels for a pixel-space model."
+def encode_images(vae, pixel_values:torch.Tensor, moments:bool=False)->torch.Tensor:
+    "Latents of images in [-1, 1] (clips `(B, 3, F, H, W)` frame by frame): the VAE posterior mean × scaling factor (with `moments`, mean and std stacked on channels), or the pixels for a pixel-space model."
     if vae is None: return pixel_values
-    if pixel_values.ndim == 5: return encode_clips(lambda x: encode_images(vae, x), pixel_values)
+    if pixel_values.ndim == 5: return encode_clips(lambda x: encode_images(vae, x, moments), pixel_values)
     with torch.no_grad():
-        x = pixel_values.to(vae.device, vae.dtype)
-        return (vae.encode(x).latent_dist.mean * vae.config.scaling_factor).float()
+        dist = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist
+        z = torch.cat([dist.mean, dist.std], dim=1) if moments else dist.mean
+        return (z * vae.config.scaling_factor).float()
 
-def batch_latents(batch:dict, vae, device)->tuple[torch.Tensor, ...]:
-    "The winner latents (and loser latents for pairs) of a collated batch, on `device`."
-    if "latents" in batch: return (batch["latents"].to(device),)
-    if "latents_w" in batch: return batch["latents_w"].to(device), batch["latents_l"].to(device)
-    if "pixel_values" in batch: return (encode_images(vae, batch["pixel_values"]).to(device),)
-    return encode_images(vae, batch["pixel_values_w"]).to(device), encode_images(vae, batch["pixel_values_l"]).to(device)
+def draw_latents(moments:torch.Tensor, generators:list)->torch.Tensor:
+    "A draw mean + std·ε from the VAE posterior, ε from each sample's generator; `moments` (B, 2c, ...) stacks mean and std."
+    mean, std = moments.chunk(2, dim=1)
+    return mean + std * per_sample_randn(mean.shape[1:], generators, mean.device, mean.dtype)
+
+def batch_latents(batch:dict, vae, device, generators:list|None=None)->tuple[torch.Tensor, ...]:
+    "The winner latents (and loser latents for pairs) of a collated batch, on `device`; with `generators` (data_latent: sample) drawn from the posterior."
+    moments = generators is not None
+    if "latents" in batch: zs = (batch["latents"],)
+    elif "latents_w" in batch: zs = (batch["latents_w"], batch["latents_l"])
+    elif "pixel_values" in batch: zs = (encode_images(vae, batch["pixel_values"], moments),)
+    else: zs = tuple(encode_images(vae, batch[k], moments) for k in ("pixel_values_w", "pixel_values_l"))
+    zs = tuple(z.to(device) for z in zs)
+    return tuple(draw_latents(z, generators) for z in zs) if moments else zs  # a pair's loser continues each generator
 
 # %% ../nbs/06_trainer.ipynb #efe21ff7
 def noise_target(scheduler, latents, noise, timesteps):
@@ -472,8 +481,9 @@ def train(
     if main: dataset = build_dataset(cfg, output_dir)
     accelerator.wait_for_everyone()
     if not main: dataset = build_dataset(cfg, output_dir)
+    moments = cfg["data_latent"] == "sample" and comps.vae is not None   # latents drawn per sample, not the mean
     if cfg["data_precompute_latents"]:
-        encode = lambda x: encode_images(comps.vae, x.to(device)).cpu()
+        encode = lambda x: encode_images(comps.vae, x.to(device), moments).cpu()
         video = isinstance(dataset, VideoDataset)
         dataset = precompute_video_latents(dataset, encode) if video else precompute_latents(dataset, encode)
     with torch.no_grad():
@@ -519,13 +529,14 @@ def train(
                 _timed(step, "snapshot", t0)
             positions = tuple(range(rank * B, (rank + 1) * B))
 
-            def load(micro, update=update, step=step):
+            def load(micro, update=update, step=step, positions=positions):
                 "Micro-batch `micro` of this update: its latents and prompt embeddings, timed as `data`."
                 t0 = time.perf_counter()
                 epoch, idx = global_batch_indices(len(dataset), global_batch, seed, update * accum + micro)
                 dataset.set_epoch(epoch)
                 batch = collate([dataset[int(i)] for i in idx[rank * B:(rank + 1) * B]])
-                latents = batch_latents(batch, comps.vae, device)
+                gens = sample_generators(seed, update, micro, positions, "latent") if moments else None
+                latents = batch_latents(batch, comps.vae, device, gens)
                 with torch.no_grad():
                     embeds = encode_prompt(comps.tokenizer, comps.text_encoder, batch["caption"]).to(device).float()
                 _timed(step, "data", t0)

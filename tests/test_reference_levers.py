@@ -102,3 +102,15 @@ def test_half_precision_reference_trains(tmp_path, data):
                 "train_checkpoint_every=0", data=data)
     rec = logs(tmp_path)
     assert [r["update"] for r in rec] == [1, 2] and all(r["loss"] == r["loss"] for r in rec)
+
+
+def test_posterior_draws_cached_or_not(tmp_path, data):
+    """data_latent: sample draws each latent from the VAE posterior with the sample's own generator, so cached
+    latents (mean and std) train as encoding every time does; the draw differs from the posterior mean."""
+    common = ["train_max_updates=3", "train_checkpoint_every=0", "ref_snapshot_every=1", "data_random_flip=false"]
+    seppo_train("seppo", tmp_path / "direct", *common, "data_latent=sample", data=data)
+    seppo_train("seppo", tmp_path / "cached", *common, "data_latent=sample", "data_precompute_latents=true", data=data)
+    seppo_train("seppo", tmp_path / "mean", *common, data=data)
+    a, b, m = (final_weights(tmp_path / run) for run in ("direct", "cached", "mean"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert max((a[k] - m[k]).abs().max().item() for k in a) > 1e-5, "the posterior draw changed nothing"
