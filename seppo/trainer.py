@@ -291,7 +291,7 @@ def micro_batch_loss(
     latents:tuple,         # (latents_w,) or (latents_w, latents_l), each (B, C, ...) on the device
     prompt_embeds,         # (B, L, D)
     step:Step,             # frozen pieces and draw coordinates
-    reference:torch.Tensor|None=None, # SePPO: this micro-batch's reference samples, drawn beforehand (`reference_samples`)
+    reference:torch.Tensor|None=None, # SePPO: this micro-batch's reference samples, drawn beforehand (`update_reference_samples`)
 )->tuple[torch.Tensor, dict]:
     "Loss and info of one micro-batch for `cfg['train_method']`."
     cfg, seed = step.cfg, step.cfg["train_seed"]
@@ -542,21 +542,21 @@ def train(
                 _timed(step, "data", t0)
                 return latents, embeds
 
-            batched = method == "seppo" and cfg["sample_batch_size"] > 0
-            loaded, refs = ([load(m) for m in range(accum)], None) if batched else (None, None)
-            if batched:  # the update's reference samples first, sample_batch_size at a time
+            loaded = refs = None
+            if method == "seppo" and cfg["sample_batch_size"] > 0:  # the update's reference samples first, N at a time
+                loaded = [load(m) for m in range(accum)]
                 with accelerator.autocast():
                     refs = update_reference_samples(step, [e for _, e in loaded], [positions] * accum,
                                                     tuple(loaded[0][0][0].shape[1:]), cfg["sample_batch_size"])
             infos, skipped = [], 0
             for micro in range(accum):
-                latents, prompt_embeds = loaded[micro] if batched else load(micro)
+                latents, prompt_embeds = loaded[micro] if loaded else load(micro)
                 step.micro, step.positions = micro, positions
                 sync = micro == accum - 1
                 with (nullcontext() if sync or world == 1 else accelerator.no_sync(unet)):
                     with accelerator.autocast():
                         loss, info = micro_batch_loss(unet, latents, prompt_embeds, step,
-                                                      reference=refs[micro] if batched else None)
+                                                      reference=refs[micro] if refs else None)
                     loss = _poison(loss, update + 1)
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float().to(device), "min").item()
                     if finite < 1:
