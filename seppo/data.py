@@ -26,9 +26,9 @@ from .durable import atomic_write
 
 # %% auto #0
 __all__ = ['PICKAPIC_COLUMNS', 'PICKAPIC_LABELS', 'PICKAPIC_MODES', 'INTERPOLATIONS', 'Augment', 'ON_ERROR', 'LATENTS_FORMAT',
-           'read_pickapic', 'ItemList', 'pickapic_items', 'image_folder_items', 'augment_draws', 'resize_crop',
-           'to_pixels', 'UnreadableDatasetError', 'open_image', 'PreferenceDataset', 'collate', 'LatentDataset',
-           'precompute_latents']
+           'read_pickapic', 'ItemList', 'null_control_coin', 'pickapic_items', 'image_folder_items', 'augment_draws',
+           'resize_crop', 'to_pixels', 'UnreadableDatasetError', 'open_image', 'PreferenceDataset', 'collate',
+           'LatentDataset', 'precompute_latents']
 
 # %% ../nbs/05_data.ipynb #faea5190
 _logger = logging.getLogger("seppo.data")
@@ -130,6 +130,10 @@ class ItemList(list):
 
 PICKAPIC_MODES = ("winners", "pairs")
 
+def null_control_coin(seed:int, n:int)->np.ndarray:
+    "The null control's coin (data_random_labels): n fair draws seeded by `seed` (train_seed), True for heads."
+    return np.random.default_rng([int(seed), 0x5E990]).random(n) < 0.5
+
 def pickapic_items(
     df:pd.DataFrame,    # as returned by `read_pickapic`
     mode:str="winners", # "winners" (SFT, SePPO): the preferred image; "pairs" (Diffusion-DPO): winner and loser
@@ -140,7 +144,7 @@ def pickapic_items(
     _check_frame(df, "Pick-a-Pic frame")
     labels = df["label_0"].to_numpy(dtype=float)
     if random_labels is not None:
-        coin = np.random.default_rng([int(random_labels), 0x5E990]).random(len(labels)) < 0.5
+        coin = null_control_coin(random_labels, len(labels))
         labels = np.where(labels == 0.5, 0.5, coin.astype(float))
     items = []
     for caption, im0, im1, label in zip(df["caption"], df["jpg_0"], df["jpg_1"], labels):

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from .checkpoints import (CKPT_PREFIX, check_output_dir, check_resume_config, checkpoint_update, clear_run_state,
                                list_checkpoints, newest_intact_checkpoint, truncate_log)
 from .config import OPTION_BY_NAME, config_hash
-from .data import PreferenceDataset, collate, image_folder_items, pickapic_items, precompute_latents, read_pickapic
+from .data import (PreferenceDataset, collate, image_folder_items, null_control_coin, pickapic_items,
+                        precompute_latents, read_pickapic)
 from .durable import (DamagedFile, NoSpaceError, durable_replace, is_no_space, load_state, state_bytes,
                            write_checksums, write_file)
 from .losses import denoising_error, dpo_loss, seppo_loss, sft_loss, split_pair
@@ -195,7 +196,7 @@ def video_items(cfg:dict, mode:str)->list[dict]:
         captions = None                                                 # the folder's own captions file (ChronoMagic's)
     if not cfg["data_random_labels"]: return video_folder_items(cfg["data_path"], captions=captions, mode=mode)
     pairs = video_folder_items(cfg["data_path"], captions=captions, mode="pairs")
-    coin = np.random.default_rng([int(cfg["train_seed"]), 0x5E990]).random(len(pairs)) < 0.5
+    coin = null_control_coin(cfg["train_seed"], len(pairs))   # the coin of Pick-a-Pic's rows, over clip pairs
     pairs = [it | {"video_w": it["video_l"], "video_l": it["video_w"]} if c else it for it, c in zip(pairs, coin)]
     return pairs if mode == "pairs" else [{"caption": it["caption"], "video": it["video_w"]} for it in pairs]
 

@@ -40,11 +40,12 @@ def video_train(method, out, *sets, clips, **kw):
 def video_runs(tmp_path_factory, clips):
     "Uninterrupted runs of each method, the references of the resume tests."
     root = tmp_path_factory.mktemp("video_runs")
-    for m in ("dpo", "seppo"): video_train(m, root / m, clips=clips)
-    return {m: root / m for m in ("dpo", "seppo")}
+    for m in ("sft", "dpo", "seppo"): video_train(m, root / m, clips=clips)
+    return {m: root / m for m in ("sft", "dpo", "seppo")}
 
 
-@pytest.mark.parametrize("method,fault", [("dpo", "mid_checkpoint@4"), ("seppo", "after_snapshot@6")])  # pairs; pool + sampling
+@pytest.mark.parametrize("method,fault", [("sft", "after_step@3"), ("dpo", "mid_checkpoint@4"),
+                                          ("seppo", "after_snapshot@6")])  # winners; pairs; pool + sampling
 def test_video_resume_is_bitwise_exact(tmp_path, video_runs, clips, method, fault):
     r = video_train(method, tmp_path, clips=clips, fault=fault, check=False)
     assert r.returncode == 17, r.stderr[-3000:]
