@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .durable import write_text_durably
 from .models import Components
 
 
@@ -50,9 +51,9 @@ def sd15_components(
 
 # %% ../nbs/22_bench.ipynb #56dc8973
 BENCH_MODELS = {
-    # the model, its image side, the sampler's steps, updates run and dropped, and the update's shape (batch × accumulation)
-    "tiny": dict(model_path="tiny", data_resolution=16, sample_num_steps=10, updates=25, warmup=5, accum=4),
-    "sd15": dict(model_path="sd15", data_resolution=64, sample_num_steps=2, updates=22, warmup=2, accum=2),
+    # its image side, the sampler's steps, updates run and dropped, and the update's shape (batch × accumulation)
+    "tiny": dict(data_resolution=16, sample_num_steps=10, updates=25, warmup=5, accum=4),
+    "sd15": dict(data_resolution=64, sample_num_steps=2, updates=22, warmup=2, accum=2),
 }
 GPU_SD15 = dict(data_resolution=512, sample_num_steps=20, accum=8)  # `seppo bench --gpu`: 64×64 latents, bf16
 BATCH = 1  # the paper's shape: batch 1 per process, the rest by accumulation (paper: 256)
@@ -264,8 +265,7 @@ def bench(
     ratios = {m: goal_ratios(rows, m) for m in models}
     text = bench_markdown(rows, ratios, device)
     name = ("gpu" if gpu else "cpu") + ("-quick" if quick else "")
-    for path, body in ((out / f"{name}.json", json.dumps({"device": device, "rows": rows, "ratios": ratios}, indent=1) + "\n"),
-                       (out / f"{name}.md", text)):                    # whole files or the old ones, never half
-        tmp = path.with_suffix(".tmp"); tmp.write_text(body); tmp.replace(path)
+    write_text_durably(out / f"{name}.json", json.dumps({"device": device, "rows": rows, "ratios": ratios}, indent=1) + "\n")
+    write_text_durably(out / f"{name}.md", text)                         # whole files or the old ones, never half
     return text
 

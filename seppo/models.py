@@ -566,8 +566,6 @@ class AdapterView(torch.nn.Module):
         self._adapter_params = [p for n, p in model.named_parameters() if re.search(r"\.lora_[AB]\.", n)]
     @property
     def config(self): return self.module.config
-    @property
-    def dtype(self): return self.module.dtype
     @contextmanager
     def active(self):
         "The UNet with this view's adapter on, in eval mode; flags, modes and the active adapter restored after."
