@@ -22,8 +22,10 @@ from .models import Components
 
 
 # %% auto #0
-__all__ = ['BENCH_MODELS', 'GPU_SD15', 'BATCH', 'PHASES', 'QUICK', 'GOALS', 'sd15_components', 'bench_lines', 'line_config',
-           'run_train_line', 'run_floor_line', 'prepare_model', 'run_line', 'goal_ratios', 'bench_markdown', 'bench']
+__all__ = ['BENCH_MODELS', 'GPU_SD15', 'BATCH', 'PHASES', 'QUICK', 'GOALS', 'PEER', 'PEER_LINES', 'PEER_GOAL', 'sd15_components',
+           'bench_lines', 'line_config', 'run_train_line', 'run_floor_line', 'prepare_model', 'run_line', 'goal_ratios',
+           'bench_markdown', 'bench', 'record_optimizer_steps', 'step_summary', 'transforms_stand_in', 'peer_argv',
+           'run_peer_line', 'peer_markdown', 'bench_peer']
 
 # %% ../nbs/22_bench.ipynb #9c1851d6
 def sd15_components(
@@ -89,7 +91,7 @@ def line_config(spec:dict)->dict:
     from seppo.config import load_config
     m = spec["shape"]
     return load_config(model_path=spec["model_path"], data_source="toy", data_path=spec["data_path"],
-                       data_toy_size=64, data_resolution=m["data_resolution"], train_method=spec["line"]["method"],
+                       data_toy_size=64, data_resolution=m["data_resolution"], data_random_flip=True, train_method=spec["line"]["method"],
                        train_batch_size=BATCH, train_grad_accum=m["accum"], train_max_updates=m["updates"],
                        train_checkpoint_every=0, train_log_every=1, train_cpu=not spec["gpu"], train_lr=1e-5,
                        train_mixed_precision="bf16" if spec["gpu"] else "no", sample_num_steps=m["sample_num_steps"],
@@ -190,14 +192,10 @@ def run_line(model:str, line:dict, prepared:dict, workdir:Path)->dict:
 def _child(spec:dict):
     "The body of a bench line's process."
     torch.manual_seed(0)
-    floor = spec["line"]["method"] == "floor"
-    result = run_floor_line(spec, spec["shape"].get("repeats", 20)) if floor else run_train_line(spec)
+    if spec["line"].get("peer"): result = run_peer_line(spec)          # the comparison with diffusers' DPO script
+    elif spec["line"]["method"] == "floor": result = run_floor_line(spec, spec["shape"].get("repeats", 20))
+    else: result = run_train_line(spec)
     Path(spec["result"]).write_text(json.dumps(result, indent=1) + "\n")
-
-
-# %% ../nbs/22_bench.ipynb #6fd7a8ee
-#| eval: false
-if __name__ == "__main__": _child(json.loads(sys.argv[1]))  # python -m seppo.bench SPEC: one line
 
 
 # %% ../nbs/22_bench.ipynb #dbd7dac6
@@ -268,4 +266,183 @@ def bench(
     write_text_durably(out / f"{name}.json", json.dumps({"device": device, "rows": rows, "ratios": ratios}, indent=1) + "\n")
     write_text_durably(out / f"{name}.md", text)                         # whole files or the old ones, never half
     return text
+
+
+# %% ../nbs/22_bench.ipynb #b6c4fb8d
+PEER = dict(data_resolution=32, sample_size=16, batch=4, rank=4, lr=5e-4, updates=100, warmup=5, repeats=3)
+PEER_LINES = (  # name, method, seppo's config keys (None: diffusers' script)
+    ("diffusers dpo", "peer", None), ("seppo dpo", "dpo", {}),
+    ("seppo dpo precomputed", "dpo", {"data_precompute_latents": True}))
+
+def record_optimizer_steps(times:list)->object: # the hook's handle (`.remove()` to stop)
+    "Append `time.perf_counter()` to `times` after every optimizer step of this process, whoever's optimizer it is."
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    return register_optimizer_step_post_hook(lambda *_: times.append(time.perf_counter()))
+
+def step_summary(times:list[float], warmup:int)->dict:
+    "Seconds per update from the step times: the median interval after the first `warmup` updates."
+    dts = [b - a for a, b in zip(times, times[1:])][warmup:]
+    if not dts: raise ValueError(f"{len(times)} optimizer steps recorded: too few to time after {warmup} warm-up updates")
+    return {"s_update": statistics.median(dts), "updates": len(dts)}
+
+# %% ../nbs/22_bench.ipynb #ab91a0c5
+def transforms_stand_in():
+    "The part of `torchvision.transforms` that diffusers' DPO script uses, on PIL and torch: its stand-in where torchvision does not import."
+    import enum
+    import types
+
+    import numpy as np
+    from PIL import Image
+    InterpolationMode = enum.Enum("InterpolationMode", {"NEAREST": "nearest", "BILINEAR": "bilinear", "BICUBIC": "bicubic"})
+    pil = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+    crop = lambda img, left, top, s: img.crop((left, top, left + s, top + s))
+    class Compose:
+        def __init__(self, ts): self.ts = ts
+        def __call__(self, x):
+            for t in self.ts: x = t(x)
+            return x
+    class Lambda:
+        def __init__(self, f): self.f = f
+        def __call__(self, x): return self.f(x)
+    class Resize:  # the shorter side to `size`, the aspect kept
+        def __init__(self, size, interpolation=InterpolationMode.BILINEAR): self.size, self.mode = size, interpolation
+        def __call__(self, img):
+            w, h, s = *img.size, self.size
+            return img.resize((s, round(h * s / w)) if w <= h else (round(w * s / h), s), pil[self.mode.value])
+    class CenterCrop:
+        def __init__(self, size): self.size = size
+        def __call__(self, img): return crop(img, round((img.size[0] - self.size) / 2), round((img.size[1] - self.size) / 2), self.size)
+    class RandomCrop(CenterCrop):
+        def __call__(self, img):
+            left, top = (int(torch.randint(0, n - self.size + 1, ())) for n in img.size)
+            return crop(img, left, top, self.size)
+    class RandomHorizontalFlip:
+        def __init__(self, p=0.5): self.p = p
+        def __call__(self, img): return img.transpose(Image.FLIP_LEFT_RIGHT) if torch.rand(()) < self.p else img
+    class ToTensor:  # HWC uint8 → CHW float in [0, 1]
+        def __call__(self, img): return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+    class Normalize:
+        def __init__(self, mean, std): self.mean, self.std = (torch.tensor(v)[:, None, None] for v in (mean, std))
+        def __call__(self, x): return (x - self.mean) / self.std
+    module = types.ModuleType("torchvision.transforms")
+    for c in (InterpolationMode, Compose, Lambda, Resize, CenterCrop, RandomCrop, RandomHorizontalFlip, ToTensor, Normalize):
+        setattr(module, c.__name__, c)
+    return module
+
+# %% ../nbs/22_bench.ipynb #d32d725f
+def _stand_ins():
+    "Give this process torchvision.transforms and wandb stand-ins where the real ones do not import (the peer's process only)."
+    import importlib
+    import importlib.machinery
+    import types
+    for name in ("accelerate", "diffusers", "peft", "transformers"):  # their availability checks run before any stand-in exists
+        importlib.import_module(name)
+    try: import torchvision.transforms  # noqa: F401
+    except Exception:
+        vision, tr = types.ModuleType("torchvision"), transforms_stand_in()
+        vision.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
+        tr.__spec__ = importlib.machinery.ModuleSpec("torchvision.transforms", None)
+        vision.transforms = tr
+        sys.modules |= {"torchvision": vision, "torchvision.transforms": tr}
+    try: import wandb  # noqa: F401
+    except Exception:
+        sys.modules["wandb"] = types.ModuleType("wandb")
+        sys.modules["wandb"].__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+
+def peer_argv(script:str, spec:dict)->list[str]:
+    "diffusers' DPO script's command line for the comparison's setting (`PEER`, or `spec['shape']`)."
+    m = spec["shape"]
+    return [script, "--pretrained_model_name_or_path", spec["model_path"], "--dataset_name", spec["data_path"],
+            "--dataset_split_name", "train", "--resolution", str(m["data_resolution"]),
+            "--train_batch_size", str(m["batch"]), "--gradient_accumulation_steps", "1",
+            "--max_train_steps", str(m["updates"]), "--learning_rate", str(m["lr"]), "--rank", str(m["rank"]),
+            "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--checkpointing_steps", str(10 * m["updates"]),
+            "--seed", "0", "--report_to", "all", "--dataloader_num_workers", "0", "--output_dir", spec["output_dir"]]
+
+# %% ../nbs/22_bench.ipynb #fbc00c20
+def run_peer_line(spec:dict)->dict:
+    "One timed run of a comparison line: diffusers' script (`method: peer`) or seppo's `train`, the same hook timing both."
+    import runpy
+    times, m = [], spec["shape"]
+    if spec["line"]["method"] == "peer":
+        _stand_ins()
+        record_optimizer_steps(times)
+        sys.argv = peer_argv(spec["peer"], spec)
+        runpy.run_path(spec["peer"], run_name="__main__")
+    else:
+        from seppo.config import load_config
+        from seppo.trainer import train
+        cfg = load_config(model_path=spec["model_path"], data_source="pickapic", data_path=spec["data_file"],
+                          data_resolution=m["data_resolution"], data_random_flip=True, train_method=spec["line"]["method"],
+                          train_batch_size=m["batch"], train_grad_accum=1, train_lora_rank=m["rank"], train_lr=m["lr"],
+                          train_max_updates=m["updates"], train_checkpoint_every=0, train_cpu=True,
+                          output_dir=spec["output_dir"], **spec["line"]["keys"])
+        record_optimizer_steps(times)
+        train(cfg, progress=False, overwrite=True)
+        recs = [json.loads(r) for r in (Path(cfg["output_dir"]) / "log.jsonl").read_text().splitlines()][m["warmup"]:]
+        phases = {p: statistics.median(r.get(f"time/{p}", 0.0) for r in recs) for p in PHASES}  # where seppo's time goes
+    return step_summary(times, m["warmup"]) | (phases if spec["line"]["method"] != "peer" else {}) | _peak_memory()
+
+# %% ../nbs/22_bench.ipynb #f5628394
+PEER_GOAL = ("4 DPO vs diffusers' script", 0.7)  # seppo's Diffusion-DPO s/update ÷ the script's, at most
+
+def peer_markdown(rows:list[dict], device:str)->str:
+    "The comparison's table (median and range over the repetitions) and goal 4's ratios."
+    goal, target = PEER_GOAL
+    by = {}
+    for r in rows: by.setdefault(r["line"], []).append(r)
+    med = {k: statistics.median(r["s_update"] for r in rs) for k, rs in by.items()}
+    peer = med["diffusers dpo"]
+    lines = [f"Device: {device}. Batch {PEER['batch']}, LoRA r{PEER['rank']}, AdamW {PEER['lr']:g}, fp32, "
+             f"{PEER['updates']} updates, the first {PEER['warmup']} dropped; {len(by['diffusers dpo'])} repetitions interleaved.", "",
+             "| line | s/update (median, min–max) | vs diffusers' script | " + " | ".join(PHASES) + " | peak MiB |",
+             "|---|---|---|" + "---|" * len(PHASES) + "---|"]
+    for k, rs in by.items():
+        s = sorted(r["s_update"] for r in rs)
+        phases = [f"{statistics.median(r[p] for r in rs):.3g}" if p in rs[0] else "-" for p in PHASES]
+        lines.append(f"| {k} | {med[k]:.3f} ({s[0]:.3f}–{s[-1]:.3f}) | {med[k] / peer:.2f} | " + " | ".join(phases) +
+                     f" | {statistics.median(r['rss_mib'] for r in rs):.0f} |")
+    lines += ["", "| goal | line | ratio | target | met |", "|---|---|---|---|---|"]
+    for k in by:
+        if k != "diffusers dpo":
+            lines.append(f"| {goal} | {k} | {med[k] / peer:.3f} | ≤ {target:g} | {'yes' if med[k] / peer <= target else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+# %% ../nbs/22_bench.ipynb #a1e923bb
+def bench_peer(
+    script:str|Path,              # diffusers' examples/research_projects/diffusion_dpo/train_diffusion_dpo.py
+    out:str|Path="results/bench", # where peer.json / peer.md go
+    quick:bool=False,             # 8 updates a line, one repetition: a check that it runs, not a measurement
+    log=print,
+)->str:                           # the markdown table
+    "Time seppo's Diffusion-DPO against diffusers' script on the same tiny SD and data, interleaved, and write the table."
+    from seppo.models import save_components, tiny_components
+    from seppo.toy import make_toy_pickapic
+    script = Path(script).resolve()
+    if not script.is_file(): raise FileNotFoundError(f"seppo bench --peer: {script} is not a file (diffusers' train_diffusion_dpo.py)")
+    shape = PEER | (dict(updates=8, warmup=2, repeats=1) if quick else {})
+    cache = Path(os.environ.get("SEPPO_BENCH_CACHE", Path(tempfile.gettempdir()) / "seppo-bench-cache"))
+    model, data = cache / "peer-tiny-sd", cache / f"peer-toy-{shape['data_resolution']}"
+    if not (model / "model_index.json").is_file(): save_components(tiny_components(0, sample_size=shape["sample_size"]), model)
+    parquet = make_toy_pickapic(data, n=64, resolution=shape["data_resolution"], seed=0)  # the folder: the script's dataset
+    rows = []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        for rep in range(shape["repeats"]):
+            for name, method, keys in PEER_LINES:
+                line = {"name": name, "method": method, "keys": keys or {}, "peer": True}
+                spec = {"model_path": str(model), "data_path": str(data), "data_file": str(parquet), "shape": shape,
+                        "gpu": False, "peer": str(script)}
+                rows.append(run_line("peer", line, spec, Path(work) / str(rep)) | {"repetition": rep})
+                log(f"peer  {name:26s} {rows[-1]['s_update']:8.3f} s/update  {rows[-1]['rss_mib']:8.0f} MiB  (repetition {rep})")
+    device = f"CPU, {torch.get_num_threads()} threads"
+    text = peer_markdown(rows, device)
+    name = "peer" + ("-quick" if quick else "")
+    write_text_durably(Path(out) / f"{name}.json", json.dumps({"device": device, "script": script.name, "rows": rows}, indent=1) + "\n")
+    write_text_durably(Path(out) / f"{name}.md", text)
+    return text
+
+# %% ../nbs/22_bench.ipynb #6fd7a8ee
+#| eval: false
+if __name__ == "__main__": _child(json.loads(sys.argv[1]))  # python -m seppo.bench SPEC: one line
 

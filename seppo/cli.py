@@ -57,6 +57,7 @@ def build_parser()->argparse.ArgumentParser:
     b.add_argument("--gpu", action="store_true", help="the GPU lines: SD1.5 at 512 px in bf16 (writes gpu.json / gpu.md)")
     b.add_argument("--quick", action="store_true", help="3 updates a line: check that every line runs (writes cpu-quick.md)")
     b.add_argument("--out", default="results/bench", help="where the table (cpu.md / gpu.md) and its data go")
+    b.add_argument("--peer", default=None, metavar="SCRIPT", help="instead: time seppo's Diffusion-DPO against diffusers' train_diffusion_dpo.py at this path (writes peer.md)")
     d = sub.add_parser("demo", help="a few SePPO updates of a tiny random model, with a loss/AAF summary")
     d.add_argument("--updates", type=int, default=12)
     d.add_argument("--output-dir", default=None)
@@ -95,6 +96,9 @@ def main(argv=None)->int:
         if args.command == "world": return _world(args)
         if args.command == "bench":
             from seppo.bench import bench
+            if args.peer:
+                from seppo.bench import bench_peer
+                print(bench_peer(args.peer, args.out, quick=args.quick, log=lambda m: print(m, flush=True))); return 0
             models = tuple(m for m in args.models.split(",") if m)
             print(bench(models or ("tiny",), args.out, gpu=args.gpu, quick=args.quick, log=lambda m: print(m, flush=True)))
             return 0
