@@ -91,23 +91,27 @@ def line_config(spec:dict)->dict:
     from seppo.config import load_config
     m = spec["shape"]
     return load_config(model_path=spec["model_path"], data_source="toy", data_path=spec["data_path"],
-                       data_toy_size=64, data_resolution=m["data_resolution"], data_random_flip=True, train_method=spec["line"]["method"],
+                       data_toy_size=64, data_resolution=m["data_resolution"], train_method=spec["line"]["method"],
                        train_batch_size=BATCH, train_grad_accum=m["accum"], train_max_updates=m["updates"],
                        train_checkpoint_every=0, train_log_every=1, train_cpu=not spec["gpu"], train_lr=1e-5,
                        train_mixed_precision="bf16" if spec["gpu"] else "no", sample_num_steps=m["sample_num_steps"],
                        output_dir=spec["output_dir"], **spec["line"]["keys"])
+
+def _logged_medians(output_dir:str|Path, warmup:int):
+    "A run's log.jsonl after `warmup` updates, as `med(key)`: the key's median (0 if unlogged); `updates` and the last `pool_size` too."
+    recs = [json.loads(line) for line in (Path(output_dir) / "log.jsonl").read_text().splitlines()][warmup:]
+    last = {"updates": len(recs), "pool_size": recs[-1].get("pool_size")}
+    return lambda k: last[k] if k in last else statistics.median(r.get(k, 0.0) for r in recs)
 
 def run_train_line(spec:dict)->dict:
     "Train one line and summarise its log: medians over the updates after warm-up, the phases, peak memory."
     from seppo.trainer import reference_kind, train
     cfg = line_config(spec)
     train(cfg, progress=False, overwrite=True)
-    recs = [json.loads(line) for line in (Path(cfg["output_dir"]) / "log.jsonl").read_text().splitlines()]
-    recs = recs[spec["shape"]["warmup"]:]
-    med = lambda k: statistics.median(r.get(k, 0.0) for r in recs)
+    med = _logged_medians(cfg["output_dir"], spec["shape"]["warmup"])
     n = BATCH * spec["shape"]["accum"]
-    out = {"updates": len(recs), "s_update": med("time/update"), "samples_s": n / med("time/update"),
-           **{p: med(f"time/{p}") for p in PHASES}, "pool_size": recs[-1].get("pool_size"),
+    out = {"updates": med("updates"), "s_update": med("time/update"), "samples_s": n / med("time/update"),
+           **{p: med(f"time/{p}") for p in PHASES}, "pool_size": med("pool_size"),
            "ref": "-" if cfg["train_method"] == "sft" else reference_kind(cfg), **_peak_memory()}
     lora = Path(cfg["output_dir"]) / "final" / "pytorch_lora_weights.safetensors"
     if lora.is_file():
@@ -363,7 +367,7 @@ def peer_argv(script:str, spec:dict)->list[str]:
 def run_peer_line(spec:dict)->dict:
     "One timed run of a comparison line: diffusers' script (`method: peer`) or seppo's `train`, the same hook timing both."
     import runpy
-    times, m = [], spec["shape"]
+    times, m, phases = [], spec["shape"], {}
     if spec["line"]["method"] == "peer":
         _stand_ins()
         record_optimizer_steps(times)
@@ -379,22 +383,22 @@ def run_peer_line(spec:dict)->dict:
                           output_dir=spec["output_dir"], **spec["line"]["keys"])
         record_optimizer_steps(times)
         train(cfg, progress=False, overwrite=True)
-        recs = [json.loads(r) for r in (Path(cfg["output_dir"]) / "log.jsonl").read_text().splitlines()][m["warmup"]:]
-        phases = {p: statistics.median(r.get(f"time/{p}", 0.0) for r in recs) for p in PHASES}  # where seppo's time goes
-    return step_summary(times, m["warmup"]) | (phases if spec["line"]["method"] != "peer" else {}) | _peak_memory()
+        med = _logged_medians(cfg["output_dir"], m["warmup"])
+        phases = {p: med(f"time/{p}") for p in PHASES}                  # where seppo's time goes
+    return step_summary(times, m["warmup"]) | phases | _peak_memory()
 
 # %% ../nbs/22_bench.ipynb #f5628394
 PEER_GOAL = ("4 DPO vs diffusers' script", 0.7)  # seppo's Diffusion-DPO s/update ÷ the script's, at most
 
-def peer_markdown(rows:list[dict], device:str)->str:
+def peer_markdown(rows:list[dict], device:str, shape:dict=PEER)->str:
     "The comparison's table (median and range over the repetitions) and goal 4's ratios."
     goal, target = PEER_GOAL
     by = {}
     for r in rows: by.setdefault(r["line"], []).append(r)
     med = {k: statistics.median(r["s_update"] for r in rs) for k, rs in by.items()}
     peer = med["diffusers dpo"]
-    lines = [f"Device: {device}. Batch {PEER['batch']}, LoRA r{PEER['rank']}, AdamW {PEER['lr']:g}, fp32, "
-             f"{PEER['updates']} updates, the first {PEER['warmup']} dropped; {len(by['diffusers dpo'])} repetitions interleaved.", "",
+    lines = [f"Device: {device}. Batch {shape['batch']}, LoRA r{shape['rank']}, AdamW {shape['lr']:g}, fp32, "
+             f"{shape['updates']} updates, the first {shape['warmup']} dropped; {len(by['diffusers dpo'])} repetitions interleaved.", "",
              "| line | s/update (median, min–max) | vs diffusers' script | " + " | ".join(PHASES) + " | peak MiB |",
              "|---|---|---|" + "---|" * len(PHASES) + "---|"]
     for k, rs in by.items():
@@ -425,18 +429,18 @@ def bench_peer(
     model, data = cache / "peer-tiny-sd", cache / f"peer-toy-{shape['data_resolution']}"
     if not (model / "model_index.json").is_file(): save_components(tiny_components(0, sample_size=shape["sample_size"]), model)
     parquet = make_toy_pickapic(data, n=64, resolution=shape["data_resolution"], seed=0)  # the folder: the script's dataset
+    spec = {"model_path": str(model), "data_path": str(data), "data_file": str(parquet), "shape": shape, "gpu": False,
+            "peer": str(script)}
     rows = []
     Path(out).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         for rep in range(shape["repeats"]):
             for name, method, keys in PEER_LINES:
                 line = {"name": name, "method": method, "keys": keys or {}, "peer": True}
-                spec = {"model_path": str(model), "data_path": str(data), "data_file": str(parquet), "shape": shape,
-                        "gpu": False, "peer": str(script)}
                 rows.append(run_line("peer", line, spec, Path(work) / str(rep)) | {"repetition": rep})
                 log(f"peer  {name:26s} {rows[-1]['s_update']:8.3f} s/update  {rows[-1]['rss_mib']:8.0f} MiB  (repetition {rep})")
     device = f"CPU, {torch.get_num_threads()} threads"
-    text = peer_markdown(rows, device)
+    text = peer_markdown(rows, device, shape)
     name = "peer" + ("-quick" if quick else "")
     write_text_durably(Path(out) / f"{name}.json", json.dumps({"device": device, "script": script.name, "rows": rows}, indent=1) + "\n")
     write_text_durably(Path(out) / f"{name}.md", text)
