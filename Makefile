@@ -30,6 +30,7 @@ $(STAMP): settings.ini setup.py pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	rm -rf seppo.egg-info  # stale in-tree metadata would shadow the entry points (seppo.plugins) of this install
 	$(PY) -m pip install -q -e ".[dev]" "torch==$$($(PY) -c 'import importlib.metadata as m; print(m.version("torch"))')"  # keep that torch
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)

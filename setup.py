@@ -43,6 +43,7 @@ setuptools.setup(
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg.get('lib_path')}={cfg.get('lib_path')}._modidx:d"],
+        "seppo.plugins": cfg.get("plugins", "").split(),
     },
     version=cfg["version"],
     description=cfg["description"],

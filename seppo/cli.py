@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, defaults_yaml, load_config
+from .core.config import ConfigError, defaults_yaml, load_config
 
 # %% auto #0
 __all__ = ['build_parser', 'summarize_log', 'main']
@@ -34,7 +34,7 @@ def build_parser()->argparse.ArgumentParser:
     c.add_argument("--config", action="append", default=[])
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--defaults", action="store_true", help="print every option with its documentation")
-    from seppo.evaluate import add_evaluate_arguments
+    from seppo.eval.evaluate import add_evaluate_arguments
     add_evaluate_arguments(sub.add_parser("evaluate", help="generate and score images under the paper's evaluation protocol"))
     w = sub.add_parser("world", help="the benchmark world: build its base model and pairs, or evaluate a model in it")
     w.add_argument("action", choices=["build", "eval"], help="build: base model + pairs (cached); eval: score a model")
@@ -95,37 +95,31 @@ def main(argv=None)->int:
             sys.stdout.write(yaml.safe_dump(_cfg(args), sort_keys=False)); return 0
         if args.command == "world": return _world(args)
         if args.command == "bench":
-            from seppo.bench import bench
+            from seppo.experiments.bench import bench
             if args.peer:
-                from seppo.bench import bench_peer
+                from seppo.experiments.bench import bench_peer
                 print(bench_peer(args.peer, args.out, quick=args.quick, log=lambda m: print(m, flush=True))); return 0
             models = tuple(m for m in args.models.split(",") if m)
             print(bench(models or ("tiny",), args.out, gpu=args.gpu, quick=args.quick, log=lambda m: print(m, flush=True)))
             return 0
         if args.command == "readme":
-            from seppo.reproduce import sync_readme
+            from seppo.experiments.reproduce import sync_readme
             stale = sync_readme("README.md", ".", check=args.check)
             for p in stale: print(f"README.md: the table from {p} {'differs' if args.check else 'was rewritten'}")
             return 1 if (stale and args.check) else 0
         if args.command == "reproduce":
-            from seppo.reproduce import reproduce
+            from seppo.experiments.reproduce import reproduce
             return reproduce(args.profile, args.root, dry_run=args.dry_run, only=args.only or None,
                              reports=not args.no_reports, log=lambda m: print(m, flush=True))
         if args.command == "evaluate":
-            from seppo.evaluate import evaluate_main
+            from seppo.eval.evaluate import evaluate_main
             return evaluate_main(args)
-        from seppo.checkpoints import read_log
-        from seppo.trainer import train
+        from seppo.core.checkpoints import read_log
+        from seppo.core.trainer import train
         if args.command == "train":
             cfg = _cfg(args)
-            from seppo.checkpoints import check_output_dir
+            from seppo.core.checkpoints import check_output_dir
             check_output_dir(cfg["output_dir"], resume=args.resume, overwrite=args.overwrite)
-            if cfg["data_source"] == "world_video":
-                from seppo.video_world import resolve_world_video
-                cfg = resolve_world_video(cfg)
-            elif "world" in (cfg["model_path"], cfg["data_source"]):
-                from seppo.world_base import resolve_world
-                cfg = resolve_world(cfg)
             summary = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
             if summary["is_main"]:
                 print(summarize_log(read_log(Path(cfg["output_dir"]) / "log.jsonl")))
@@ -163,7 +157,7 @@ def _world(args)->int:
     import json
     import time
 
-    from seppo.world_base import build_world
+    from seppo.world.base import build_world
     cfg, t0 = _cfg(args), time.time()
     if cfg["data_source"] == "world_video": return _world_video(args, cfg, t0)
     paths = build_world(cfg)
@@ -172,7 +166,7 @@ def _world(args)->int:
         return 0
     from dataclasses import replace
 
-    from seppo.world_eval import EvalConfig, evaluate_world
+    from seppo.world.evaluate import EvalConfig, evaluate_world
     ev = EvalConfig.from_config(cfg, args.images_per_prompt)
     scores, summary = evaluate_world(args.model or paths["model_path"], ev=ev if args.seed is None else replace(ev, seed=args.seed))
     summary = {"model": str(args.model or paths["model_path"]), "metrics": summary}
@@ -184,7 +178,7 @@ def _world_video(args, cfg:dict, t0:float)->int:
     import time
     from dataclasses import replace
 
-    from seppo.video_world import VideoEvalConfig, evaluate_world_video, resolve_world_video, video_world_from_config
+    from seppo.world.video_base import VideoEvalConfig, evaluate_world_video, resolve_world_video, video_world_from_config
     r = resolve_world_video(cfg | {"model_path": "world"})
     paths = {"model_path": r["model_path"], "data_path": r["data_path"]}
     if args.action == "build":

@@ -13,7 +13,7 @@ from trainrun import seppo_train  # noqa: E402  (after the environment is set)
 @pytest.fixture(scope="session")
 def data(tmp_path_factory):
     """One toy data set shared by every run (made once, read-only afterwards)."""
-    from seppo.toy import make_toy_pickapic
+    from seppo.core.toy import make_toy_pickapic
     d = tmp_path_factory.mktemp("toy")
     make_toy_pickapic(d, n=24, resolution=16, seed=0)
     return d

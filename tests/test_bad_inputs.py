@@ -21,7 +21,7 @@ EXAMPLES = ROOT / "configs" / "examples"
 
 def env():
     e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    e.pop("SEPPO_FAULT", None)
+    e.pop("SEPPO_TEST_FAULT", None)
     return e
 
 
@@ -49,7 +49,7 @@ def assert_clean_error(r, *messages):
 @pytest.fixture(scope="module")
 def unreadable_pickapic(tmp_path_factory):
     """A toy Pick-a-Pic parquet with every image replaced by bytes that are no image; and its number of non-tie rows."""
-    from seppo.toy import make_toy_pickapic
+    from seppo.core.toy import make_toy_pickapic
     d = tmp_path_factory.mktemp("unreadable")
     make_toy_pickapic(d / "toy", n=24, resolution=16, seed=0)
     df = pd.read_parquet(next((d / "toy").glob("*.parquet")))
@@ -91,7 +91,7 @@ TRANSFORMERS_WEIGHTS = "model.safetensors, pytorch_model.bin, model.safetensors.
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from seppo.models import save_components, tiny_components
+    from seppo.core.models import save_components, tiny_components
     d = tmp_path_factory.mktemp("model") / "tiny"
     save_components(tiny_components(seed=0), d)
     return d
@@ -103,7 +103,7 @@ def tiny_model(tmp_path_factory):
     ("text_encoder", "model.safetensors", "CLIPTextModel", TRANSFORMERS_WEIGHTS),
 ])
 def test_load_components_without_weights_names_folder_and_files(tmp_path, tiny_model, part, weights, cls, expected):
-    from seppo.models import load_components
+    from seppo.core.models import load_components
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     (model / part / weights).unlink()
@@ -113,7 +113,7 @@ def test_load_components_without_weights_names_folder_and_files(tmp_path, tiny_m
 
 
 def test_load_components_without_config_lists_what_is_there(tmp_path, tiny_model):
-    from seppo.models import load_components
+    from seppo.core.models import load_components
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     (model / "unet" / "config.json").unlink()
@@ -136,9 +136,9 @@ def test_train_with_a_model_folder_without_unet_weights_is_a_clear_error(tmp_pat
 @pytest.fixture(scope="module")
 def eval_files(tmp_path_factory):
     """A tiny model, three prompts, tiny pickscore and aesthetic weights, and a first, undamaged evaluation."""
-    from seppo.evaluate import evaluate
-    from seppo.metrics import save_tiny_scorer
-    from seppo.models import save_components, tiny_components
+    from seppo.eval.evaluate import evaluate
+    from seppo.eval.scorers import save_tiny_scorer
+    from seppo.core.models import save_components, tiny_components
     d = tmp_path_factory.mktemp("eval")
     save_components(tiny_components(seed=0), d / "model")
     (d / "prompts.txt").write_text("a red cube\na blue ball on a table\na cat\n")
@@ -160,7 +160,7 @@ def truncate(png):
 
 def test_evaluate_regenerates_a_truncated_image_found_while_scoring(eval_files, tmp_path, caplog):
     """An evaluation folder whose manifest was lost and one of whose images is truncated, evaluated again."""
-    from seppo.evaluate import MANIFEST_FILE, METRICS_FILE, evaluate
+    from seppo.eval.evaluate import MANIFEST_FILE, METRICS_FILE, evaluate
     f = eval_files
     out = tmp_path / "again"
     shutil.copytree(f["dir"] / "first", out)
@@ -191,7 +191,7 @@ def test_seppo_evaluate_regenerates_a_truncated_image_when_a_scorer_is_added(eva
               "--scorers", *[f"{k}={v}" for k, v in f["scorers"].items()], "--output-dir", out,
               "--num-inference-steps", "2", "--batch-size", "2", "--device", "cpu", "--no-progress")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-4000:]
-    assert f"WARNING seppo.evaluate: {png} cannot be read" in r.stderr, r.stderr[-4000:]
+    assert f"WARNING seppo.eval.evaluate: {png} cannot be read" in r.stderr, r.stderr[-4000:]
     assert np.array_equal(pixels(png), pixels(f["dir"] / "first" / "images" / "p" / "00001-0.png"))
     got, ref = json.loads((out / "metrics.json").read_text())["metrics"], f["first"]["metrics"]
     assert got.keys() == ref.keys()
@@ -202,31 +202,31 @@ def test_seppo_evaluate_regenerates_a_truncated_image_when_a_scorer_is_added(eva
 # --- 4. checkpoints loaded with weights_only off ------------------------------------------------------------------
 
 def test_weights_only_false_logs_a_warning_naming_the_file(tmp_path, caplog):
-    from seppo.metrics import load_state_file
+    from seppo.eval.scorers import load_state_file
     ckpt = tmp_path / "head.pth"
     torch.save({"weight": torch.ones(1, 4), "bias": torch.zeros(1)}, ckpt)
-    with caplog.at_level(logging.WARNING, logger="seppo.metrics"):
+    with caplog.at_level(logging.WARNING, logger="seppo.eval.scorers"):
         sd = load_state_file(ckpt)
         assert not caplog.records   # the safe mode says nothing
         sd_unsafe = load_state_file(ckpt, weights_only=False)
     assert sd.keys() == sd_unsafe.keys() == {"weight", "bias"}
     assert len(caplog.records) == 1, f"expected one warning for weights_only=False, found {caplog.text!r}"
     rec = caplog.records[0]
-    assert rec.levelno == logging.WARNING and rec.name == "seppo.metrics"
+    assert rec.levelno == logging.WARNING and rec.name == "seppo.eval.scorers"
     assert str(ckpt) in rec.getMessage() and "arbitrary code" in rec.getMessage() and "trust" in rec.getMessage()
 
 
 def test_scorer_option_weights_only_false_warns_for_the_head_file(tmp_path, caplog):
-    from seppo.metrics import get_scorer, save_tiny_scorer
+    from seppo.eval.scorers import get_scorer, save_tiny_scorer
     folder = save_tiny_scorer("aesthetic", tmp_path / "aesthetic")
-    with caplog.at_level(logging.WARNING, logger="seppo.metrics"):
+    with caplog.at_level(logging.WARNING, logger="seppo.eval.scorers"):
         get_scorer("aesthetic", folder, device="cpu", weights_only="false")   # as `aesthetic=DIR,weights_only=false`
     assert any(str(Path(folder) / "aesthetic_head.pth") in r.getMessage() and "arbitrary code" in r.getMessage()
                for r in caplog.records), caplog.text
 
 
 def test_weights_only_is_documented_as_arbitrary_code_execution():
-    from seppo.metrics import SCORERS, load_state_file
+    from seppo.eval.scorers import SCORERS, load_state_file
     for fn in (load_state_file, SCORERS["aesthetic"], SCORERS["hpsv2"], SCORERS["imagereward"]):
         doc = " ".join(fn.__doc__.split())
         assert "weights_only" in doc and "arbitrary code" in doc and "trust" in doc, (fn.__name__, doc)

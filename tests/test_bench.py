@@ -9,7 +9,7 @@ def test_bench_quick_runs_every_line(tmp_path):
     r = subprocess.run([SEPPO, "bench", "--models", "tiny", "--quick", "--out", str(tmp_path)], env=env(
         SEPPO_BENCH_CACHE=str(tmp_path / "cache")), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
-    from seppo.bench import bench_lines
+    from seppo.experiments.bench import bench_lines
     data = json.loads((tmp_path / "cpu-quick.json").read_text())
     rows = {row["line"]: row for row in data["rows"]}
     assert list(rows) == [line["name"] for line in bench_lines("tiny")]

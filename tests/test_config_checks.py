@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seppo.config import OPTIONS, ConfigError, check_config, defaults_yaml, parse_overrides, read_yaml
+from seppo.core.config import OPTIONS, ConfigError, check_config, defaults_yaml, parse_overrides, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SEPPO = str(Path(sys.executable).parent / "seppo")   # the console script installed with the package
@@ -105,7 +105,7 @@ def test_values_just_outside_the_range_are_refused(override, allowed):
 
 
 def test_every_option_declares_its_allowed_values():
-    from seppo.config import Option, range_text
+    from seppo.core.config import Option, range_text
     for o in OPTIONS:
         if o.type in (int, float):
             assert getattr(o, "min", None) is not None or getattr(o, "max", None) is not None, f"{o.name} has no range"
@@ -160,7 +160,7 @@ def test_committed_flat_configs_pass(path):
 
 
 def test_committed_profiles_experiments_and_runs_pass(monkeypatch):
-    from seppo.reproduce import experiment_info, load_profile, plan_runs
+    from seppo.experiments.reproduce import experiment_info, load_profile, plan_runs
     for name in sorted({n for p in (ROOT / "configs" / "profiles").glob("*.yaml") for n in VAR.findall(p.read_text())}):
         monkeypatch.setenv(name, f"/path/of/{name}")          # the paper profile's local paths, not read here
     experiments = sorted(p.parent.name for p in (ROOT / "configs").glob("*/experiment.yaml"))

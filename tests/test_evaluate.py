@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from trainrun import fault_env
 
 SEPPO = str(Path(sys.executable).parent / "seppo")   # the console script installed with the package
 SCORERS = ("pickscore", "clip_score", "aesthetic", "hpsv2", "imagereward")
@@ -17,14 +18,14 @@ FAST = ["--num-inference-steps", "2", "--batch-size", "2", "--device", "cpu", "-
 
 def env(**extra):
     e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    e.pop("SEPPO_FAULT", None)
+    e.pop("SEPPO_TEST_FAULT", None)
     e.update(extra)
     return e
 
 
 def seppo_evaluate(*args, fault=None, check=True):
     cmd = [SEPPO, "evaluate", *map(str, args)]
-    r = subprocess.run(cmd, env=env(**({"SEPPO_FAULT": fault} if fault else {})), capture_output=True, text=True,
+    r = subprocess.run(cmd, env=env(**fault_env(fault)), capture_output=True, text=True,
                        timeout=600)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
@@ -42,8 +43,8 @@ def manifest(out):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Two tiny models, the three prompt sets in their real layouts, and tiny weights for every built-in scorer."""
-    from seppo.metrics import save_tiny_scorer
-    from seppo.models import save_components, tiny_components
+    from seppo.eval.scorers import save_tiny_scorer
+    from seppo.core.models import save_components, tiny_components
     d = tmp_path_factory.mktemp("evaluate")
     save_components(tiny_components(seed=0), d / "model")
     save_components(tiny_components(seed=1), d / "model-b")

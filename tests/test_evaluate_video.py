@@ -1,4 +1,4 @@
-"""The text-to-video evaluation (seppo.evaluate_video): per-clip seeding and parity with AnimateDiffPipeline, the
+"""The text-to-video evaluation (seppo.eval.evaluate_video): per-clip seeding and parity with AnimateDiffPipeline, the
 decode layout, resumption after interruptions, refusing another evaluation's folder, and the errors of bad metrics
 and bad benchmark folders."""
 import json
@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from seppo import evaluate_video as ev
-from seppo.evaluate import MANIFEST_FILE, METRICS_FILE, RUN_FILE, Manifest, mean_ci
-from seppo.models import save_components, tiny_video_components
-from seppo.video_data import read_video, write_video
-from seppo.video_metrics import evaluate_clips, save_tiny_feature_net
+from seppo.eval import evaluate_video as ev
+from seppo.eval.evaluate import MANIFEST_FILE, METRICS_FILE, RUN_FILE, Manifest
+from seppo.utils import mean_ci
+from seppo.core.models import save_components, tiny_video_components
+from seppo.core.video_data import read_video, write_video
+from seppo.eval.video_metrics import evaluate_clips, save_tiny_feature_net
 
 torch.set_num_threads(1)
 
@@ -61,7 +62,7 @@ def mtimes(out):
 
 
 class Counter:
-    """Wraps a function of seppo.evaluate_video and counts its calls (and the prompts it generated)."""
+    """Wraps a function of seppo.eval.evaluate_video and counts its calls (and the prompts it generated)."""
     def __init__(self, monkeypatch, name, fail_at=None):
         self.fn, self.name, self.calls, self.prompts, self.fail_at = getattr(ev, name), name, 0, [], fail_at
         monkeypatch.setattr(ev, name, self)
@@ -187,7 +188,7 @@ def test_resume_after_the_scorer_fails_and_after_damage(setup, monkeypatch):
     shutil.rmtree(out / ev.clip_relpath(1, 1))
     cut = out / ev.clip_relpath(4, 4) / "002.png"
     cut.write_bytes(cut.read_bytes()[:25])
-    write_video(out / ev.CLIPS_DIR / ".00003-3-partial", first[3][:2])
+    write_video(out / ev.CLIPS_DIR / ".00003-3.k2x8wq.tmp", first[3][:2])   # as replace_folder names it
     (out / METRICS_FILE).unlink()
     kept = {p: t for p, t in times.items() if p.parent.name not in ("00001-1", "00004-4")}
     written = Counter(monkeypatch, "_write_clip")

@@ -23,6 +23,6 @@ def test_notebook(nb):
 
 
 def test_base_yaml_is_the_documented_defaults():
-    from seppo.config import defaults_yaml
+    from seppo.core.config import defaults_yaml
     assert (ROOT / "configs" / "base.yaml").read_text() == defaults_yaml(), \
         "configs/base.yaml is stale: regenerate it with `seppo config --defaults > configs/base.yaml`"

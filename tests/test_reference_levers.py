@@ -70,9 +70,9 @@ def test_shared_reference_in_two_processes(tmp_path, data):
 
 
 def test_reference_kinds_and_dtypes():
-    from seppo.config import load_config
-    from seppo.models import AdapterView
-    from seppo.trainer import setup_models
+    from seppo.core.config import load_config
+    from seppo.core.models import AdapterView
+    from seppo.core.trainer import setup_models
     size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
     comps, ref = setup_models(load_config(train_method="dpo"))                         # full fine-tune: a copy
     assert not isinstance(ref, AdapterView) and next(ref.parameters()).dtype == torch.float32

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from trainrun import fault_env
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def test_a_failing_run_leaves_no_metrics_and_fails_with_the_notebooks_error(tmp_
     raw["experiments"] = ["ex"]
     raw.pop("experiment_config"); raw.pop("skip")                       # its experiments are not run here
     prof.write_text(yaml.safe_dump(raw))
-    r = reproduce(root, "--profile", "smoke", check=False, SEPPO_FAULT="nan_loss@2")
+    r = reproduce(root, "--profile", "smoke", check=False, **fault_env("nan_loss@2"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAILED" in r.stdout and "non-finite loss at update 2" in r.stdout and "seed0.ipynb" in r.stdout, r.stdout
     assert "reports not run" in r.stdout
@@ -155,8 +156,8 @@ def test_paper_profile_dry_run_plans_and_names_missing_paths(tmp_path):
 
 def test_mini_profile_runs_the_worlds_default_config():
     "The committed tables come from the same settings as configs/world/common.yaml (the world's documented defaults)."
-    from seppo.config import read_yaml
-    from seppo.reproduce import load_profile
+    from seppo.core.config import read_yaml
+    from seppo.experiments.reproduce import load_profile
     world = read_yaml(ROOT / "configs/world/common.yaml")
     mini = load_profile("mini", ROOT).config
     differ = {k: (v, mini.get(k)) for k, v in world.items() if k != "train_checkpoint_every" and mini.get(k) != v}
@@ -165,7 +166,7 @@ def test_mini_profile_runs_the_worlds_default_config():
 
 def test_readme_tables_are_the_committed_results():
     "Every table the README quotes is a generated block equal to the committed file it names (`seppo readme`)."
-    from seppo.reproduce import sync_readme
+    from seppo.experiments.reproduce import sync_readme
     text = (ROOT / "README.md").read_text()
     assert text.count("<!-- generated from ") >= 3, "the README quotes its tables through generated blocks"
     assert sync_readme(ROOT / "README.md", ROOT, check=True) == [], "README tables differ from results/: run `seppo readme`"
@@ -190,14 +191,14 @@ def test_paper_video_profile_dry_run_plans_and_names_missing_paths(tmp_path):
 
 
 def test_experiment_config_layers_over_one_experiment_only(tmp_path):
-    from seppo.config import ConfigError
-    from seppo.reproduce import load_profile, plan_runs
+    from seppo.core.config import ConfigError
+    from seppo.experiments.reproduce import load_profile, plan_runs
     prof = load_profile("mini", ROOT)
     runs = plan_runs(prof, ROOT)
     video = [r for r in runs if r.experiment == "e5_video"]
     assert video and all(r.config["data_source"] == "world_video" and r.config["train_scope"] == "motion" for r in video)
     assert all(r.config["data_source"] == "world" and r.config["train_scope"] == "unet" for r in runs if r.experiment != "e5_video")
-    from seppo.config import read_yaml
+    from seppo.core.config import read_yaml
     world_video = read_yaml(ROOT / "configs/world/video.yaml")
     differ = {k: v for k, v in world_video.items() if video[0].config[k] != v}
     assert not differ, f"configs/profiles/mini.yaml's e5_video block and configs/world/video.yaml disagree: {differ}"

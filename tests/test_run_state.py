@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trainrun import EXAMPLES, assert_bitwise_equal, final_weights, seppo_train
+from trainrun import EXAMPLES, assert_bitwise_equal, fault_env, final_weights, seppo_train
 
 
 def tree_digest(folder):
@@ -217,8 +217,8 @@ def test_disk_full_while_checkpointing_names_the_file_and_the_intact_checkpoint(
 # ---- durability: fsync before rename --------------------------------------------------------------------------------
 
 def test_checkpoint_files_reach_the_disk_before_the_rename(tmp_path, data, monkeypatch):
-    from seppo.config import load_config
-    from seppo.trainer import train
+    from seppo.core.config import load_config
+    from seppo.core.trainer import train
     synced, events = set(), []
     real_fsync, real_replace = os.fsync, os.replace
     def fsync(fd):
@@ -306,7 +306,7 @@ def torchrun_train(out, data, fault=None, resume=False):
            "--set", f"data_path={data}", *[a for s in FAST + ["train_batch_size=2", "train_max_updates=6",
                                                             "ref_pool_storage=disk"] for a in ("--set", s)]]
     if resume: cmd.append("--resume")
-    return subprocess.run(cmd, env=env(**({"SEPPO_FAULT": fault} if fault else {})), capture_output=True, text=True,
+    return subprocess.run(cmd, env=env(**fault_env(fault)), capture_output=True, text=True,
                           timeout=600)
 
 

@@ -130,7 +130,7 @@ def test_two_processes_match_one_with_doubled_batch(tmp_path, data, method):
     a, b = final_weights(tmp_path / "two"), final_weights(tmp_path / "one")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-5, worst
-    from seppo.models import tiny_components
+    from seppo.core.models import tiny_components
     init = tiny_components(0).unet.state_dict()
     assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-4, "training did not move the weights"
     logs = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
@@ -162,6 +162,6 @@ def test_accumulation_cached_latents_and_checkpointing(tmp_path, data):
     logs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["update"] for r in logs] == [1, 2, 3] and all(r["loss"] == r["loss"] for r in logs)
     trained = final_weights(tmp_path)
-    from seppo.models import tiny_components
+    from seppo.core.models import tiny_components
     start = tiny_components(0).unet.state_dict()
     assert any(not torch.equal(trained[k], start[k]) for k in trained)

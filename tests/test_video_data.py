@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seppo.data import LatentDataset, augment_draws, collate, resize_crop, to_pixels
-from seppo.video_data import (UnreadableVideoError, VideoDataset, count_frames, encode_clips, frame_indices,
+from seppo.core.data import LatentDataset, augment_draws, collate, resize_crop, to_pixels
+from seppo.core.video_data import (UnreadableVideoError, VideoDataset, count_frames, encode_clips, frame_indices,
                               precompute_video_latents, read_video, video_folder_items, write_video)
 
 
@@ -266,7 +266,7 @@ def test_pairs_share_frames_crop_and_flip(clips):
 def test_short_clip_is_skipped_and_counted_or_raises(clips, caplog):
     items = items_of(clips, "wide.gif", "short.gif", "still.gif")
     ds = VideoDataset(items, num_frames=4, resolution=8)
-    with caplog.at_level(logging.WARNING, logger="seppo.data"):
+    with caplog.at_level(logging.WARNING, logger="seppo.core.data"):
         s = ds[1]
     assert (s["caption"], s["skipped"], ds.num_skipped, ds.skipped_indices) == ("clip still.gif", 1, 1, [1])
     assert f"clip {clips / 'short.gif'} has 3 frames, needs 4 (num_frames=4, stride=1)" in caplog.text
@@ -278,7 +278,7 @@ def test_short_clip_is_skipped_and_counted_or_raises(clips, caplog):
 def test_container_promising_more_frames_than_decode(clips, monkeypatch):
     """An mp4 edit list can drop frames the container has packets for: the sample is drawn again from the frames that
     decode, and a clip that decodes too few is short."""
-    import seppo.video_data as vd
+    import seppo.core.video_data as vd
     real = vd.count_frames
     monkeypatch.setattr(vd, "count_frames", lambda path, decode=False: real(path, decode) + (0 if decode else 2))
     assert any(frame_indices(12, 4, 3, seed=0, epoch=e, index=0)[0] > 0 for e in range(8))
@@ -294,7 +294,7 @@ def test_container_promising_more_frames_than_decode(clips, monkeypatch):
 
 def test_unreadable_clip_is_skipped_or_raises(clips, caplog):
     items = items_of(clips, "junk.mp4", "wide.gif")
-    with caplog.at_level(logging.WARNING, logger="seppo.data"):
+    with caplog.at_level(logging.WARNING, logger="seppo.core.data"):
         s = VideoDataset(items, 4, 8)[0]
     assert (s["caption"], s["skipped"]) == ("clip wide.gif", 1)
     assert "junk.mp4" in caplog.text and "cannot decode video" in caplog.text
@@ -305,7 +305,7 @@ def test_unreadable_clip_is_skipped_or_raises(clips, caplog):
 def test_verify_and_skipped_state_round_trip(clips, caplog):
     items = items_of(clips, "wide.gif", "short.gif", "junk.mp4", "still.gif")
     first = VideoDataset(items, 4, 8)
-    with caplog.at_level(logging.WARNING, logger="seppo.data"):
+    with caplog.at_level(logging.WARNING, logger="seppo.core.data"):
         assert first[1]["skipped"] == 2
     state = first.skipped_state()
     assert [j for j, _ in state] == [1, 2] and "has 3 frames" in state[0][1] and "junk.mp4" in state[1][1]
@@ -317,7 +317,7 @@ def test_verify_and_skipped_state_round_trip(clips, caplog):
     s = resumed[1]                                          # known bad items are passed over, not decoded again
     assert (s["caption"], s["skipped"], resumed.num_skipped) == ("clip still.gif", 2, 2)
     checked = VideoDataset(items, 4, 8)
-    with caplog.at_level(logging.WARNING, logger="seppo.data"):
+    with caplog.at_level(logging.WARNING, logger="seppo.core.data"):
         assert checked.verify() == 2
     assert [it["caption"] for it in checked.items] == ["clip wide.gif", "clip still.gif"]
 
@@ -351,7 +351,7 @@ def test_encode_clips_frame_by_frame(clips):
 def test_precompute_video_latents_matches_live_and_saves_5d(clips, tmp_path, caplog):
     items = items_of(clips, "wide.gif", "junk.mp4", "still.gif")
     src = VideoDataset(items, 4, 8, frame_stride=2, random_flip=True, empty_prompt_prob=0.5, seed=3, random_start=False)
-    with caplog.at_level(logging.WARNING, logger="seppo.data"):
+    with caplog.at_level(logging.WARNING, logger="seppo.core.data"):
         lds = precompute_video_latents(src, encode_fn, batch_size=3)
     assert {k: tuple(v.shape) for k, v in lds.tensors.items()} == {"latents": (2, 3, 4, 4, 4),
                                                                   "latents_flip": (2, 3, 4, 4, 4)}

@@ -1,4 +1,4 @@
-"""The paper's text-to-video metrics (seppo.video_metrics): parity with the reference implementations, the weight
+"""The paper's text-to-video metrics (seppo.eval.video_metrics): parity with the reference implementations, the weight
 file layouts, the feature-net call conventions, the registry and its errors."""
 import warnings
 
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from seppo import video_metrics as vm
-from seppo.world_metrics import psnr
+from seppo.eval import video_metrics as vm
+from seppo.eval.distances import psnr
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""AnimateDiff models in seppo.models: loading an SD folder plus a motion adapter, adapters that do not fit, the
+"""AnimateDiff models in seppo.core.models: loading an SD folder plus a motion adapter, adapters that do not fit, the
 training scopes and LoRA sides, LoRA weights that diffusers' pipelines load back, and per-frame text embeddings."""
 import copy
 import json
@@ -9,7 +9,7 @@ import torch
 from diffusers import AnimateDiffPipeline, DiffusionPipeline, MotionAdapter, StableDiffusionPipeline, UNetMotionModel
 from safetensors.torch import load_file, save_file
 
-from seppo.models import (LORA_SIDES, LORA_TARGETS, LORA_WEIGHTS_FILE, TRAIN_SCOPES, check_motion_adapter,
+from seppo.core.models import (LORA_SIDES, LORA_TARGETS, LORA_WEIGHTS_FILE, TRAIN_SCOPES, check_motion_adapter,
                           encode_prompt, frame_embeds, inflate_unet, load_components, load_motion_adapter,
                           lora_target_modules, motion_adapter_mismatch, save_components, save_lora, set_train_scope,
                           tiny_components, tiny_motion_adapter, tiny_video_components)

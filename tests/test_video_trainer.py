@@ -19,7 +19,7 @@ VIDEO = ["model_motion_adapter=tiny", "data_source=videofolder", "data_num_frame
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory):
     "A folder of 12 clip pairs (6 frames of 16×16 each, PNG frame folders) with a captions.jsonl."
-    from seppo.video_data import write_video
+    from seppo.core.video_data import write_video
     root = tmp_path_factory.mktemp("clips")
     rng, rows = np.random.default_rng(0), []
     for i in range(12):
@@ -70,7 +70,7 @@ def _changed(out, init):
 
 @pytest.mark.parametrize("scope", ["motion", "spatial", "unet"])
 def test_each_training_scope_trains_its_side_only(tmp_path, clips, scope):
-    from seppo.models import tiny_video_components
+    from seppo.core.models import tiny_video_components
     init = tiny_video_components(0).unet.state_dict()
     video_train("sft", tmp_path, f"train_scope={scope}", "train_max_updates=2", "train_checkpoint_every=0", clips=clips)
     changed = _changed(tmp_path, init)
@@ -97,10 +97,10 @@ def test_a_motion_scope_on_an_image_unet_is_a_clear_error(tmp_path, clips):
 
 
 def test_too_many_frames_for_the_motion_modules_is_a_clear_error(tmp_path, clips):
-    from seppo.models import tiny_video_components
+    from seppo.core.models import tiny_video_components
     limit = tiny_video_components(0).unet.config.motion_max_seq_length
     many = tmp_path / "long"
-    from seppo.video_data import write_video
+    from seppo.core.video_data import write_video
     for i in range(2):
         write_video(many / f"{i}", np.zeros((limit + 2, 16, 16, 3), np.uint8))
     (many / "captions.jsonl").write_text("".join(json.dumps({"file_name": f"{i}", "caption": "x"}) + "\n" for i in range(2)))
@@ -150,6 +150,6 @@ def test_two_processes_match_one_on_clips(tmp_path, clips, method):
     torchrun(method, tmp_path / "one", nproc=1, batch=4, clips=clips)
     a, b = final_weights(tmp_path / "two"), final_weights(tmp_path / "one")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
-    from seppo.models import tiny_video_components
+    from seppo.core.models import tiny_video_components
     init = tiny_video_components(0).unet.state_dict()
     assert max((a[k] - init[k]).abs().max().item() for k in a if "motion_modules" in k) > 1e-4

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from seppo.metrics import SCORERS, get_scorer
-from seppo.world import WorldConfig, render_clip, sample_base, split_prompts
-from seppo.world_video import (CLIP_FEATURE_BLOCKS, MOTION_FLAWS, VIDEO_ORACLE_WEIGHTS, clip_features, clip_frechet,
+from seppo.eval.scorers import SCORERS, get_scorer
+from seppo.world.scene import WorldConfig, render_clip, sample_base, split_prompts
+from seppo.world.clips import (CLIP_FEATURE_BLOCKS, MOTION_FLAWS, VIDEO_ORACLE_WEIGHTS, clip_features, clip_frechet,
                                clip_oracle_scores, clip_oracle_terms, clip_path, clip_perceptual, draw_motion_flaw,
                                image_flaw_drops, label_clip_pairs, mean_flaw_drop, motion_terms, offpolicy_clips,
                                render_path, sample_base_clip, track_object)
@@ -74,7 +74,7 @@ def test_render_path_is_render_clip_on_the_straight_path():
 
 
 def test_clip_batch_errors():
-    from seppo.world_video import clip_batch
+    from seppo.world.clips import clip_batch
     clip = render_clip(PROMPTS[0], 4)
     assert clip_batch(clip).shape == (1, 4, 16, 16, 3) and clip_batch([clip, clip]).shape == (2, 4, 16, 16, 3)
     with pytest.raises(ValueError, match="a clip is"): clip_batch([clip[0], clip[1]])
@@ -248,9 +248,9 @@ def test_scorers_are_registered(clean, sets):
 
 
 def test_world_analogues_are_video_metrics():
-    import seppo.world_video  # noqa: F401  (registers them)
-    from seppo.video_metrics import VIDEO_METRICS, evaluate_clips, get_video_metric
-    from seppo.world import render_clip, split_prompts
+    import seppo.world.clips  # noqa: F401  (registers them)
+    from seppo.eval.video_metrics import VIDEO_METRICS, evaluate_clips, get_video_metric
+    from seppo.world.scene import render_clip, split_prompts
     assert {"world_perceptual", "world_fvd"} <= set(VIDEO_METRICS)
     prompts = split_prompts(motion=True)["train"][:6]
     truth = np.stack([render_clip(p, 4) for p in prompts])

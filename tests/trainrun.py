@@ -15,9 +15,19 @@ FAST = ["train_max_updates=8", "train_checkpoint_every=2", "train_checkpoints_ke
         "data_toy_size=24", "train_batch_size=4", "sample_num_steps=2"]
 
 
+FAULTS = Path(__file__).resolve().parent / "faults"  # its sitecustomize.py installs the fault of SEPPO_TEST_FAULT
+
+
+def fault_env(fault):
+    "Environment entries that make `fault` (point@n, see tests/faults/sitecustomize.py) happen in a started process."
+    if not fault: return {}
+    return {"SEPPO_TEST_FAULT": fault,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))}
+
+
 def env(**extra):
-    e = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
-    e.pop("SEPPO_FAULT", None)
+    e = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    e.pop("SEPPO_TEST_FAULT", None)
     e.update(extra)
     return e
 
@@ -28,8 +38,7 @@ def seppo_train(method, out, *sets, fault=None, resume=False, overwrite=False, c
     if data: cmd += ["--set", f"data_path={data}"]
     if resume: cmd.append("--resume")
     if overwrite: cmd.append("--overwrite")
-    extra = {"SEPPO_FAULT": fault} if fault else {}
-    r = subprocess.run(cmd, env=env(**extra), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, env=env(**fault_env(fault)), capture_output=True, text=True, timeout=600)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
     return r
