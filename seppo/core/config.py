@@ -16,9 +16,10 @@ from typing import Any, Callable
 import yaml
 
 # %% auto #0
-__all__ = ['OPTIONS', 'OPTION_BY_NAME', 'BUILTIN_DATA_SOURCES', 'MODEL_SOURCES', 'DATA_SOURCES', 'PLUGIN_GROUP', 'Option',
-           'range_text', 'ConfigError', 'check_config', 'default_config', 'read_yaml', 'parse_overrides', 'load_config',
-           'config_hash', 'run_config', 'register_source', 'load_plugins', 'resolve_sources', 'defaults_yaml']
+__all__ = ['OPTIONS', 'OPTION_BY_NAME', 'PLUGIN_GROUP', 'BUILTIN_DATA_SOURCES', 'MODEL_SOURCES', 'DATA_SOURCES', 'Option',
+           'register_options', 'range_text', 'load_plugins', 'ensure_plugins', 'ConfigError', 'check_config',
+           'default_config', 'read_yaml', 'parse_overrides', 'load_config', 'config_hash', 'run_config',
+           'register_source', 'resolve_sources', 'defaults_yaml']
 
 # %% ../../nbs/04_config.ipynb #1522bb71
 @dataclass(frozen=True)
@@ -102,34 +103,18 @@ OPTIONS:list[Option] = [
     _O("sample_guidance_scale", 7.5, float, "Classifier-free guidance of reference samples; 1 disables it (the sampler runs no unconditional pass at w ≤ 1, so a w below 1 would silently act as 1) [D].", min=1),
     _O("sample_eta", 0.0, float, "DDIM η of reference sampling (0: deterministic, 1: DDPM-like).", min=0, max=1),
     _O("sample_batch_size", 0, int, "Reference samples denoised at once: 0 samples each micro-batch's train_batch_size as it comes; N > 0 draws the whole update's train_batch_size × train_grad_accum samples before its micro-batches, N at a time (the same samples: the noise is per sample), so batch 1 × 256 accumulation still samples at an efficient batch.", min=0, neutral=True),
-    # the benchmark world (model_path: world, data_source: world)
-    _O("world_cache_dir", "cache/world", str, "Where the world's base model and pairs are cached, keyed by their configs' hash."),
-    _O("world_base_steps", 1400, int, "Pretraining updates of the world's base model (batch 32; 2 min on the 2-core machine of the committed results, 8 min on an older one).", min=1),
-    _O("world_pairs_source", "contributors", str, "Where the images of the world's pairs come from: `contributors` (generators other than the base model, as Pick-a-Pic's: off-policy winners), `base_model` (two samples of the base model: on-policy pairs) or `clean` (two clean renders: the positive control's data).", ("contributors", "base_model", "clean")),
-    _O("world_pairs_per_prompt", 32, int, "Preference pairs per training prompt of the world (the Pick-a-Pic analogue; 32 × 64 prompts = 2048 pairs).", min=1),
-    _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws.", min=0),
-    _O("world_pairs_guidance_scale", 1.0, float, "Classifier-free guidance of the base model's sampler (DDIM 20) when world_pairs_source is `base_model`: 1, the model's own distribution (see nbs/13_world_base); at least 1, as sample_guidance_scale.", min=1),
-    _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators; 0: noiseless labels).", min=0),
-    _O("world_video_base_steps", 300, int, "Video world: pretraining updates of the motion modules of the inflated base model on base-distribution clips (batch 8 clips).", min=1, neutral=True),
-    _O("world_video_pairs_per_prompt", 2, int, "Video world: contributor clip pairs per training clip prompt; the oracle's Bradley–Terry label picks each pair's winner.", min=1, neutral=True),
-    # experiments (seppo reproduce): what a run evaluates after training
-    _O("run_train", True, bool, "Train before evaluating; false evaluates the starting model as is (the base-model row of a table)."),
-    _O("eval_images_per_prompt", 8, int, "Benchmark world: images per prompt and split, with the same noise for every model (at most 1000: image j of prompt i has noise seed eval_seed × 10⁶ + 1000 i + j).", min=1, max=1000),
-    _O("eval_seed", 1, int, "Evaluation noise seed (not a training seed): every model of a profile sees the same prompts and noise.", min=0),
-    _O("eval_num_steps", 20, int, "Denoising steps of evaluation samples (world: DDIM; paper: the protocol's 50 unless set).", min=1),
-    _O("eval_guidance_scale", 1.0, float, "Classifier-free guidance of evaluation samples (world: 1, chosen by the control sweep; the paper's protocol uses 7.5); at least 1, as sample_guidance_scale.", min=1),
-    _O("eval_curve_every", 0, int, "Also evaluate every N-th update's checkpoint on the training prompts (curves along training); 0: only the final model.", min=0),
-    _O("eval_curve_images_per_prompt", 1, int, "Images per training prompt at each curve point (at most 1000, as eval_images_per_prompt).", min=1, max=1000),
-    _O("eval_grid_prompts", 8, int, "Prompts in a run's sample grid (half from each split), one fixed seed each.", min=1),
-    _O("eval_prompts", None, str, "Paper profile: prompt sets as NAME=PATH separated by `;` (Pick-a-Pic validation parquet, PartiPrompts.tsv, HPSv2 json dir).", nullable=True),
-    _O("eval_scorers", None, str, "Paper profile: scorers as NAME=PATH separated by `;` (pickscore, hpsv2, imagereward, aesthetic, clip_score).", nullable=True),
-    _O("eval_protocol", "official", str, "Paper profile: `official` (one image per prompt, generator seeded 0) or `multiseed`.", ("official", "multiseed")),
-    _O("eval_video_data", None, str, "Paper profile, video: the held-out clip folder (ChronoMagic-Bench-150 layout) whose captions are generated and whose clips are the metrics' ground truth.", nullable=True, neutral=True),
-    _O("eval_video_metrics", None, str, "Paper profile, video: metrics as NAME or NAME=PATH separated by `;` (psnr, ssim; lpips, fid and fvd need their weights, see seppo.eval.video_metrics).", nullable=True, neutral=True),
     # output
     _O("output_dir", "outputs/run", str, "Where logs, checkpoints, the pool and the final model are written."),
 ]
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+
+def register_options(options:list[Option]):
+    "Add a layer's options to the one table (`OPTIONS`); registering the same option again is a no-op."
+    for o in options:
+        if o.name in OPTION_BY_NAME:
+            if OPTION_BY_NAME[o.name] != o: raise ValueError(f"option {o.name} is already registered, differently")
+            continue
+        OPTIONS.append(o); OPTION_BY_NAME[o.name] = o
 
 # %% ../../nbs/04_config.ipynb #c85fe84f
 def _num(x)->str: return f"{x:g}" if isinstance(x, float) else str(x)
@@ -156,6 +141,23 @@ def _allowed(opt:Option, x)->bool:
     if opt.min is not None and (x <= opt.min if opt.min_exclusive else x < opt.min): return False
     if opt.max is not None and (x >= opt.max if opt.max_exclusive else x > opt.max): return False
     return True
+
+# %% ../../nbs/04_config.ipynb #c5c0af9c
+PLUGIN_GROUP = "seppo.plugins"
+_plugins = {"loaded": False}
+
+def load_plugins()->list[str]:
+    "Import every module of the `seppo.plugins` entry points (they register options and sources); their names."
+    from importlib.metadata import entry_points
+    eps = sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)   # a fixed order of the options
+    for ep in eps: ep.load()
+    return [ep.value for ep in eps]
+
+def ensure_plugins():
+    "Load the plugins once, so that every layer's options and sources are registered."
+    if _plugins["loaded"]: return
+    _plugins["loaded"] = True
+    load_plugins()
 
 # %% ../../nbs/04_config.ipynb #e3e9f8b0
 class ConfigError(ValueError):
@@ -192,6 +194,7 @@ def check_config(
     source:str="", # where the values came from, named in errors
 )->dict:         # the same keys, values coerced to their types
     "Validate and coerce a dict of flat config keys."
+    ensure_plugins()
     if not isinstance(values, dict): raise ConfigError(f"a config must be a mapping of flat keys{' in ' + source if source else ''}, found {type(values).__name__}")
     out = {}
     for k, v in values.items():
@@ -234,6 +237,7 @@ def _suggest(name:str)->str:
 # %% ../../nbs/04_config.ipynb #42ff8fc5
 def default_config()->dict:
     "Every option at its default."
+    ensure_plugins()
     return {o.name: o.default for o in OPTIONS}
 
 def read_yaml(path)->dict:
@@ -279,6 +283,7 @@ def config_hash(cfg:dict)->str:
 # %% ../../nbs/04_config.ipynb #a3724ed2
 def run_config(cfg:dict)->dict:
     "The part of a config that decides a run's result: without output_dir, and without neutral options at their default."
+    ensure_plugins()
     return {k: v for k, v in cfg.items() if k != "output_dir"
             and not (k in OPTION_BY_NAME and OPTION_BY_NAME[k].neutral and v == OPTION_BY_NAME[k].default)}
 
@@ -286,8 +291,6 @@ def run_config(cfg:dict)->dict:
 BUILTIN_DATA_SOURCES = ("pickapic", "imagefolder", "toy", "videofolder")
 MODEL_SOURCES:dict[str, Callable] = {}  # model_path value -> resolve(cfg, progress) -> cfg with a real model_path
 DATA_SOURCES:dict[str, Callable] = {}   # data_source value -> resolve(cfg, progress) -> cfg with a built-in data_source
-PLUGIN_GROUP = "seppo.plugins"
-
 def register_source(
     kind:str,          # `model` (a value of model_path) or `data` (a value of data_source)
     name:str,          # the value configs use, e.g. `world`
@@ -299,12 +302,6 @@ def register_source(
     tables[kind][name] = resolve
     return resolve
 
-def load_plugins()->list[str]:
-    "Import every module of the `seppo.plugins` entry points (they register sources); their names."
-    from importlib.metadata import entry_points
-    eps = list(entry_points(group=PLUGIN_GROUP))
-    for ep in eps: ep.load()
-    return [ep.value for ep in eps]
 
 # %% ../../nbs/04_config.ipynb #cd3b201c
 def _model_source(cfg:dict)->bool:
@@ -312,7 +309,7 @@ def _model_source(cfg:dict)->bool:
     path = cfg["model_path"]
     if path in MODEL_SOURCES: return True
     if path == "tiny" or Path(path).exists(): return False
-    load_plugins()
+    ensure_plugins()
     return path in MODEL_SOURCES
 
 def resolve_sources(
@@ -322,7 +319,7 @@ def resolve_sources(
     "Build or find what the config's registered sources name (data first: a data source may bring its model)."
     out = dict(cfg)
     if out["data_source"] not in BUILTIN_DATA_SOURCES:
-        if out["data_source"] not in DATA_SOURCES: load_plugins()
+        ensure_plugins()
         if out["data_source"] not in DATA_SOURCES:
             raise ConfigError(f"data_source {out['data_source']!r} is neither built in ({', '.join(BUILTIN_DATA_SOURCES)}) "
                               f"nor registered by a plugin ({', '.join(DATA_SOURCES) or 'none installed'})")
@@ -336,6 +333,7 @@ def _yaml_value(v)->str:
 
 def defaults_yaml()->str:
     "Every option at its default, with its documentation and allowed values, as YAML."
+    ensure_plugins()
     lines = ["# seppo defaults: every training option, with its default. Generated by `seppo config --defaults`.",
              "# Keys are flat and prefixed by section; files layered on top of this one hold only what differs.", ""]
     section = None

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..core.config import ConfigError, check_config, config_hash, default_config, read_yaml, run_config
+from ..core.config import (ConfigError, Option, check_config, config_hash, default_config, read_yaml, register_options,
+                               run_config)
 from .stats import paired_deltas
 from ..utils import mean_ci, write_text_durably
 
@@ -124,6 +125,24 @@ def load_profile(
                    paper_numbers=raw.get("paper_numbers") or {},
                    experiment_seeds={k: list(v) for k, v in seeds.items() if k != "default"}, skip=skip,
                    experiment_config=per_exp)
+
+# %% ../../nbs/20_reproduce.ipynb #89c86757
+_O = Option
+register_options([  # experiments (seppo reproduce): what a run evaluates after training
+    _O("run_train", True, bool, "Train before evaluating; false evaluates the starting model as is (the base-model row of a table)."),
+    _O("eval_images_per_prompt", 8, int, "Benchmark world: images per prompt and split, with the same noise for every model (at most 1000: image j of prompt i has noise seed eval_seed × 10⁶ + 1000 i + j).", min=1, max=1000),
+    _O("eval_seed", 1, int, "Evaluation noise seed (not a training seed): every model of a profile sees the same prompts and noise.", min=0),
+    _O("eval_num_steps", 20, int, "Denoising steps of evaluation samples (world: DDIM; paper: the protocol's 50 unless set).", min=1),
+    _O("eval_guidance_scale", 1.0, float, "Classifier-free guidance of evaluation samples (world: 1, chosen by the control sweep; the paper's protocol uses 7.5); at least 1, as sample_guidance_scale.", min=1),
+    _O("eval_curve_every", 0, int, "Also evaluate every N-th update's checkpoint on the training prompts (curves along training); 0: only the final model.", min=0),
+    _O("eval_curve_images_per_prompt", 1, int, "Images per training prompt at each curve point (at most 1000, as eval_images_per_prompt).", min=1, max=1000),
+    _O("eval_grid_prompts", 8, int, "Prompts in a run's sample grid (half from each split), one fixed seed each.", min=1),
+    _O("eval_prompts", None, str, "Paper profile: prompt sets as NAME=PATH separated by `;` (Pick-a-Pic validation parquet, PartiPrompts.tsv, HPSv2 json dir).", nullable=True),
+    _O("eval_scorers", None, str, "Paper profile: scorers as NAME=PATH separated by `;` (pickscore, hpsv2, imagereward, aesthetic, clip_score).", nullable=True),
+    _O("eval_protocol", "official", str, "Paper profile: `official` (one image per prompt, generator seeded 0) or `multiseed`.", ("official", "multiseed")),
+    _O("eval_video_data", None, str, "Paper profile, video: the held-out clip folder (ChronoMagic-Bench-150 layout) whose captions are generated and whose clips are the metrics' ground truth.", nullable=True, neutral=True),
+    _O("eval_video_metrics", None, str, "Paper profile, video: metrics as NAME or NAME=PATH separated by `;` (psnr, ssim; lpips, fid and fvd need their weights, see seppo.eval.video_metrics).", nullable=True, neutral=True),
+])
 
 # %% ../../nbs/20_reproduce.ipynb #a52b920b
 @dataclass

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from ..core.config import register_source
+from ..core.config import Option, register_options, register_source
 from ..core.models import Components, clip_tokenizer, encode_prompt, load_components, save_components
 from ..core.sampling import sample_reference
 from ..utils import atomic_write, replace_folder, write_json_durably
@@ -324,3 +324,17 @@ def _world_cached(cfg:dict, base:BaseConfig=None)->bool:
 
 register_source("model", "world", resolve_world)   # model_path: world and data_source: world (seppo.core.config)
 register_source("data", "world", resolve_world)
+
+# %% ../../nbs/13_world_base.ipynb #5c1a124b
+_O = Option
+register_options([  # the benchmark world (model_path: world, data_source: world, world_video)
+    _O("world_cache_dir", "cache/world", str, "Where the world's base model and pairs are cached, keyed by their configs' hash."),
+    _O("world_base_steps", 1400, int, "Pretraining updates of the world's base model (batch 32; 2 min on the 2-core machine of the committed results, 8 min on an older one).", min=1),
+    _O("world_pairs_source", "contributors", str, "Where the images of the world's pairs come from: `contributors` (generators other than the base model, as Pick-a-Pic's: off-policy winners), `base_model` (two samples of the base model: on-policy pairs) or `clean` (two clean renders: the positive control's data).", ("contributors", "base_model", "clean")),
+    _O("world_pairs_per_prompt", 32, int, "Preference pairs per training prompt of the world (the Pick-a-Pic analogue; 32 × 64 prompts = 2048 pairs).", min=1),
+    _O("world_pairs_seed", 0, int, "Seed of the pairs' generation noise and Bradley–Terry label draws.", min=0),
+    _O("world_pairs_guidance_scale", 1.0, float, "Classifier-free guidance of the base model's sampler (DDIM 20) when world_pairs_source is `base_model`: 1, the model's own distribution (see nbs/13_world_base); at least 1, as sample_guidance_scale.", min=1),
+    _O("world_oracle_temperature", 0.5, float, "Bradley–Terry temperature of the world's pair labels (label noise of the simulated annotators; 0: noiseless labels).", min=0),
+    _O("world_video_base_steps", 300, int, "Video world: pretraining updates of the motion modules of the inflated base model on base-distribution clips (batch 8 clips).", min=1, neutral=True),
+    _O("world_video_pairs_per_prompt", 2, int, "Video world: contributor clip pairs per training clip prompt; the oracle's Bradley–Terry label picks each pair's winner.", min=1, neutral=True),
+])
