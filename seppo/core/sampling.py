@@ -14,7 +14,7 @@ from torch import Tensor
 from .models import frame_embeds
 
 # %% auto #0
-__all__ = ['sample_reference']
+__all__ = ['sample_reference', 'sample_latents']
 
 # %% ../../nbs/02_sampling.ipynb #9d80aa72
 def _fresh_scheduler(scheduler, num_inference_steps:int, device):
@@ -51,7 +51,7 @@ def _denoise(unet, scheduler, latents:Tensor, embeds:Tensor, added_cond_kwargs:d
     return latents
 
 # %% ../../nbs/02_sampling.ipynb #8b2c87e4
-def sample_reference(
+def sample_latents(
     unet:torch.nn.Module,              # ε-prediction model, e.g. the reference `UNet2DConditionModel`
     scheduler,                         # any diffusers scheduler; copied, never modified
     prompt_embeds:Tensor,              # (B, L, D) text embeddings, e.g. from `encode_prompt`
@@ -121,3 +121,5 @@ def sample_reference(
     finally:
         for m, training in modes.items(): m.training = training
     return latents.clone()  # cloned outside inference mode: an ordinary tensor the trainer may feed to autograd
+
+sample_reference = sample_latents   # SePPO's reference samples are samples of the reference model (the trainer's name)

@@ -328,10 +328,10 @@ class Sampler:
                                   output_type=output_type).images)
         from PIL import Image
         from seppo.core.models import encode_prompt
-        from seppo.core.sampling import sample_reference
+        from seppo.core.sampling import sample_latents
         c = self.components
         neg = encode_prompt(c.tokenizer, c.text_encoder, [""]) if guidance_scale > 1 else None
-        x = sample_reference(c.unet, c.scheduler, encode_prompt(c.tokenizer, c.text_encoder, list(prompts)), neg,
+        x = sample_latents(c.unet, c.scheduler, encode_prompt(c.tokenizer, c.text_encoder, list(prompts)), neg,
                              guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator,
                              latents=latents)
         x = (x.float().clamp(-1, 1) + 1) / 2

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..core.config import config_hash
 from ..core.models import LORA_WEIGHTS_FILE, Components, encode_prompt, is_video_unet, load_components
-from ..core.sampling import sample_reference
+from ..core.sampling import sample_latents
 from ..core.video_data import UnreadableVideoError, VideoDataset, read_video, video_folder_items, write_video
 from .evaluate import MANIFEST_FILE, METRICS_FILE, Manifest, _check_run, _model_name, resolve_dtype
 from .video_metrics import VIDEO_METRICS, _check_result, get_video_metric, parse_video_metric_spec
@@ -53,7 +53,7 @@ def ground_truth_clips(
 @torch.no_grad()
 def decode_clips(
     vae,                # `AutoencoderKL` (decodes each frame); None: a pixel-space model, the latents are the pixels
-    latents:Tensor,     # (B, C, F, h, w) denoised latents, unscaled, as `sample_reference` returns them
+    latents:Tensor,     # (B, C, F, h, w) denoised latents, unscaled, as `sample_latents` returns them
     chunk_size:int=16,  # frames per VAE call (AnimateDiff's decode_chunk_size)
 )->np.ndarray:          # (B, F, H, W, 3) uint8
     "Decode AnimateDiff latents frame by frame with the image VAE into uint8 clips."
@@ -121,7 +121,7 @@ def generate_clips(
         ps, ss = list(prompts[k:k + batch_size]), seeds[k:k + batch_size]
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in ss]
         shape = (len(ps), comps.unet.config.in_channels, num_frames, side // scale, side // scale)
-        z = sample_reference(comps.unet, sched, encode_prompt(tok, enc, ps), negative, guidance_scale=guidance_scale,
+        z = sample_latents(comps.unet, sched, encode_prompt(tok, enc, ps), negative, guidance_scale=guidance_scale,
                              num_inference_steps=num_steps, generator=gens, latents_shape=shape)
         out.append(decode_clips(comps.vae, z))
     return np.concatenate(out)

@@ -24,7 +24,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..core.config import Option, register_options, register_source
 from ..core.models import Components, clip_tokenizer, encode_prompt, load_components, save_components
-from ..core.sampling import sample_reference
+from ..core.sampling import sample_latents
 from ..utils import atomic_write, replace_folder, write_json_durably
 from .scene import WorldConfig, all_prompts, bt_label, oracle_scores, render, sample_base, split_prompts
 
@@ -188,7 +188,7 @@ def generate_world_images(
         p, s = prompts[i:i + sample.batch_size], seeds[i:i + sample.batch_size]
         gens = [torch.Generator().manual_seed(int(x)) for x in s]
         side = unet.config.sample_size
-        x = sample_reference(unet, comps.scheduler, encode_prompt(tok, te, p), negative_prompt_embeds=neg,
+        x = sample_latents(unet, comps.scheduler, encode_prompt(tok, te, p), negative_prompt_embeds=neg,
                              guidance_scale=sample.guidance_scale, num_inference_steps=sample.num_steps,
                              generator=gens, latents_shape=(len(p), unet.config.in_channels, side, side))
         out.append(to_images(x))

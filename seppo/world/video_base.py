@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..core.config import register_source
 from ..core.models import Components, encode_prompt, frame_embeds, inflate_unet, load_components, save_components
-from ..core.sampling import sample_reference
+from ..core.sampling import sample_latents
 from ..core.video_data import write_video
 from ..eval.distances import frechet_distance
 from ..utils import replace_folder, write_json_durably
@@ -169,7 +169,7 @@ def generate_world_clips(
     neg, side, out = encode_prompt(tok, te, [""]), unet.config.sample_size, []
     for i in range(0, len(prompts), batch_size):
         p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
-        x = sample_reference(unet, comps.scheduler, encode_prompt(tok, te, p), negative_prompt_embeds=neg,
+        x = sample_latents(unet, comps.scheduler, encode_prompt(tok, te, p), negative_prompt_embeds=neg,
                              guidance_scale=guidance_scale, num_inference_steps=num_steps,
                              generator=[torch.Generator().manual_seed(int(v)) for v in s],
                              latents_shape=(len(p), unet.config.in_channels, num_frames, side, side))
