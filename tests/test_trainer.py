@@ -165,3 +165,17 @@ def test_accumulation_cached_latents_and_checkpointing(tmp_path, data):
     from seppo.core.models import tiny_components
     start = tiny_components(0).unet.state_dict()
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
+
+
+def test_a_world_config_trains_from_python(tmp_path):
+    "train() resolves `model_path: world` and `data_source: world` itself (registered sources): no CLI in between."
+    from seppo.core.config import load_config
+    from seppo.core.trainer import train
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "world" / "common.yaml", train_method="seppo", output_dir=str(tmp_path / "run"),
+                      world_cache_dir=str(tmp_path / "cache"), world_base_steps=20, world_pairs_per_prompt=1,
+                      train_batch_size=8, train_max_updates=2, train_checkpoint_every=0, ref_snapshot_every=1,
+                      sample_num_steps=2)
+    summary = train(cfg, progress=False)
+    assert summary["updates"] == 2 and (tmp_path / "run" / "final" / "model_index.json").is_file()
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))[:1] == ["base"]
