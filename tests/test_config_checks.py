@@ -122,7 +122,7 @@ def test_defaults_yaml_shows_every_range():
     assert text.count("\n# Allowed: ") == len(OPTIONS)
     assert "# Allowed: an integer >= 1.\ntrain_batch_size: 4\n" in text
     assert "# Allowed: one of sign, indicator, sft, none.\naaf_mode: sign\n" in text
-    assert (ROOT / "configs" / "base.yaml").read_text() == text
+    assert (ROOT / "configs" / "defaults.yaml").read_text() == text
 
 
 def test_set_value_that_is_not_yaml_is_a_config_error():

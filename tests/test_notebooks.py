@@ -24,5 +24,5 @@ def test_notebook(nb):
 
 def test_base_yaml_is_the_documented_defaults():
     from seppo.core.config import defaults_yaml
-    assert (ROOT / "configs" / "base.yaml").read_text() == defaults_yaml(), \
-        "configs/base.yaml is stale: regenerate it with `seppo config --defaults > configs/base.yaml`"
+    assert (ROOT / "configs" / "defaults.yaml").read_text() == defaults_yaml(), \
+        "configs/defaults.yaml is stale: regenerate it with `seppo config --defaults > configs/defaults.yaml`"

@@ -120,7 +120,7 @@ def register_options(options:list[Option]):
 def _num(x)->str: return f"{x:g}" if isinstance(x, float) else str(x)
 
 def range_text(opt:Option)->str:
-    "The values `opt` allows, in words, as errors and `configs/base.yaml` show them."
+    "The values `opt` allows, in words, as errors and `configs/defaults.yaml` show them."
     if opt.choices: text = "one of " + ", ".join(map(str, opt.choices))
     elif opt.type is bool: text = "true or false"
     elif opt.type is str: text = "a non-empty string"

@@ -25,7 +25,7 @@ _logger = logging.getLogger("seppo.core.video_data")
 __all__ = ['VIDEO_EXTENSIONS', 'FRAME_EXTENSIONS', 'CLIP_COLUMNS', 'LOSER_COLUMNS', 'CAPTION_COLUMNS', 'CAPTION_FILES',
            'VIDEO_MODES', 'UNCAPTIONED', 'UnreadableVideoError', 'ClipEndedEarly', 'natural_key', 'frame_files',
            'read_video', 'count_frames', 'write_video', 'find_clips', 'video_folder_items', 'frames_needed',
-           'frame_indices', 'VideoDataset', 'encode_clips', 'precompute_video_latents']
+           'frame_indices', 'VideoDataset', 'check_clip_batch', 'encode_clips', 'precompute_video_latents']
 
 # %% ../../nbs/05c_video_data.ipynb #df98dffc
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
@@ -428,16 +428,19 @@ class VideoDataset(PreferenceDataset):
 # %% ../../nbs/05c_video_data.ipynb #ecc6896f
 _VIDEO_LATENT_KEYS = {"pixel_values": "latents", "pixel_values_w": "latents_w", "pixel_values_l": "latents_l"}
 
+def check_clip_batch(x, what:str, layout:str="(B, C, F, H, W)", chunk:int=1, chunk_name:str="batch_size"):
+    "Refuse anything but a 5-D tensor of clips (`what` in `layout`) and a chunk size below 1."
+    if not isinstance(x, Tensor) or x.ndim != 5:
+        raise ValueError(f"{what} must be a {layout} tensor, found {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if chunk < 1: raise ValueError(f"{chunk_name} must be >= 1, found {chunk}")
+
 def encode_clips(
     encode_fn:Callable, # (N, 3, H, W) frames in [-1, 1] -> (N, c, h, w) latents, e.g. SD's image VAE
     clips:Tensor,       # (B, 3, F, H, W)
     batch_size:int=8,   # frames per `encode_fn` call
 )->Tensor:              # (B, c, F, h, w), AnimateDiff's latent layout
     "Encode clips frame by frame with an image encoder, as AnimateDiff encodes its training videos."
-    if not isinstance(clips, Tensor) or clips.ndim != 5:
-        found = tuple(clips.shape) if isinstance(clips, Tensor) else type(clips).__name__
-        raise ValueError(f"clips must be a (B, C, F, H, W) tensor, found {found}")
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+    check_clip_batch(clips, "clips", chunk=batch_size)
     B, _, nf = clips.shape[:3]
     zs = []
     for chunk in clips.transpose(1, 2).flatten(0, 1).split(batch_size):  # (B·F, C, H, W), clip by clip

@@ -19,7 +19,8 @@ from torch import Tensor
 from ..core.config import config_hash
 from ..core.models import LORA_WEIGHTS_FILE, Components, encode_prompt, is_video_unet, load_components
 from ..core.sampling import sample_latents
-from ..core.video_data import UnreadableVideoError, VideoDataset, read_video, video_folder_items, write_video
+from ..core.video_data import (UnreadableVideoError, VideoDataset, check_clip_batch, read_video, video_folder_items,
+                                   write_video)
 from .evaluate import MANIFEST_FILE, METRICS_FILE, Manifest, _check_run, _model_name, resolve_dtype
 from .video_metrics import VIDEO_METRICS, _check_result, get_video_metric, parse_video_metric_spec
 from ..utils import mean_ci, replace_folder, write_json_durably
@@ -57,10 +58,7 @@ def decode_clips(
     chunk_size:int=16,  # frames per VAE call (AnimateDiff's decode_chunk_size)
 )->np.ndarray:          # (B, F, H, W, 3) uint8
     "Decode AnimateDiff latents frame by frame with the image VAE into uint8 clips."
-    if not isinstance(latents, Tensor) or latents.ndim != 5:
-        found = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
-        raise ValueError(f"latents must be a (B, C, F, h, w) tensor, found {found}")
-    if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, found {chunk_size}")
+    check_clip_batch(latents, "latents", "(B, C, F, h, w)", chunk_size, "chunk_size")
     B, C, nf = latents.shape[:3]
     if vae is None:
         if C != 3: raise ValueError(f"without a VAE the latents are the pixels and need 3 channels, found {C}")
