@@ -51,7 +51,7 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     # every table in three formats from one DataFrame, every figure in two
     variants = {"e1_main": ["base", "random_labels", "clean_renders", "sft", "dpo", "seppo"],
                 "e2_reference": ["base", "initial", "latest", "random"],
-                "e3_aaf": ["base", "sign", "indicator", "sft", "none"],
+                "e3_aaf": ["base", "sign", "indicator", "aaf_sft", "none"],
                 "e4_on_policy": ["base", "random_labels", "sft", "dpo", "seppo"],
                 "e5_video": ["base", "sft", "dpo", "seppo"]}
     for exp in variants:
