@@ -81,18 +81,21 @@ def is_no_space(e:BaseException)->bool:
     "Whether `e` reports a full disk (an OSError with ENOSPC, or a library's wrapped `os error 28`)."
     return getattr(e, "errno", None) == errno.ENOSPC or "os error 28" in str(e) or "No space left" in str(e)
 
+# %% ../nbs/00a_utils.ipynb #5b6dc286
 def fsync_path(path):
     "Flush a file's or a folder's entry to the disk."
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/00a_utils.ipynb #5477a8e9
 def fsync_tree(root):
     "fsync every file and folder under `root`, deepest first, then `root`."
     for dirpath, _, filenames in os.walk(root, topdown=False):
         for n in filenames: fsync_path(os.path.join(dirpath, n))
         fsync_path(dirpath)
 
+# %% ../nbs/00a_utils.ipynb #d787ee54
 def durable_replace(src, dst):
     "Rename `src` (a file or a complete folder) to `dst` after fsync of its contents; then fsync the parent."
     src, dst = Path(src), Path(dst)
@@ -100,6 +103,7 @@ def durable_replace(src, dst):
     os.replace(src, dst)
     fsync_path(dst.parent)
 
+# %% ../nbs/00a_utils.ipynb #d23c68c4
 def write_file(path, data:bytes)->str:
     "Write `data` to `path` and fsync it; returns the sha256 of what was written."
     path = Path(path)
@@ -111,6 +115,7 @@ def write_file(path, data:bytes)->str:
         raise
     return hashlib.sha256(data).hexdigest()
 
+# %% ../nbs/00a_utils.ipynb #66515330
 def atomic_write(
     path,                 # the file to create or replace
     write,                # write(tmp) writes the new content to the temporary path `tmp`
@@ -130,10 +135,10 @@ def atomic_write(
         Path(tmp).unlink(missing_ok=True)
         raise
 
+# %% ../nbs/00a_utils.ipynb #26f8869d
 def write_text_durably(path, text:str):
     "Replace the text file `path` atomically and durably."
     atomic_write(path, lambda tmp: write_file(tmp, text.encode()))
-
 
 # %% ../nbs/00a_utils.ipynb #2a4e6ebc
 def write_json_durably(path, data, **dumps_kw):

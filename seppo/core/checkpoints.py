@@ -63,6 +63,7 @@ TRASH_PREFIX = ".overwritten-"
 class OutputDirInUse(ValueError):
     "A fresh run was pointed at a folder that holds another run's state."
 
+# %% ../../nbs/05b_checkpoints.ipynb #e65fff92
 def _nonempty(p:Path)->bool:
     return p.is_file() or (p.is_dir() and any(p.iterdir()))
 
@@ -81,6 +82,7 @@ def describe_run_state(output_dir)->list[str]:
     if _nonempty(out / "final") or _nonempty(out / ".tmp-final"): found.append("final/ (a trained model)")
     return found
 
+# %% ../../nbs/05b_checkpoints.ipynb #e162469a
 def check_output_dir(output_dir, resume:bool=False, overwrite:bool=False):
     "Refuse an output folder that is a file, or a fresh start into one that holds a run (see above)."
     out = Path(output_dir)
@@ -95,6 +97,7 @@ def check_output_dir(output_dir, resume:bool=False, overwrite:bool=False):
                              "runs' state. Continue that run with --resume, delete its state and start afresh with "
                              "--overwrite, or choose another output_dir.")
 
+# %% ../../nbs/05b_checkpoints.ipynb #253105e3
 def clear_run_state(output_dir, say=log.warning)->list[str]:
     "Remove a run's state from `output_dir` (saying what), via one hidden folder; other files stay."
     out = Path(output_dir)

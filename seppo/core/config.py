@@ -108,6 +108,7 @@ OPTIONS:list[Option] = [
 ]
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
+# %% ../../nbs/04_config.ipynb #801afa11
 def register_options(options:list[Option]):
     "Add a layer's options to the one table (`OPTIONS`); registering the same option again is a no-op."
     for o in options:

@@ -256,6 +256,7 @@ class _Unreadable(Exception): pass
 class UnreadableDatasetError(ValueError):
     "Not one item of a dataset can be read. A ValueError: the `seppo` command reports it as bad input, exit code 2."
 
+# %% ../../nbs/05_data.ipynb #24f1cab5
 def open_image(
     src, # encoded bytes, a file path, or a 🤗 datasets image dict {"bytes", "path"}
 )->Image.Image: # decoded, EXIF orientation applied, RGB

@@ -171,6 +171,7 @@ def is_video_unet(unet)->bool:
     "Whether `unet` (or the model a DDP / torch.compile wrapper holds) is a motion model: per-frame text embeddings."
     return isinstance(_unwrap(unet), UNetMotionModel)
 
+# %% ../../nbs/01_models.ipynb #5bd8dbc8
 def frame_embeds(
     unet,                 # the UNet the embeddings are for
     prompt_embeds:Tensor, # (B, L, D), one row per sample
@@ -184,6 +185,7 @@ def frame_embeds(
                          f"of their positional encoding): sample at most {max_f} frames per clip")
     return prompt_embeds.repeat_interleave(num_frames, dim=0)
 
+# %% ../../nbs/01_models.ipynb #d0e319bd
 def zero_motion_outputs(unet)->int:
     "Zero the output projection of every motion module (they then add nothing); returns how many tensors."
     n = 0
@@ -193,6 +195,7 @@ def zero_motion_outputs(unet)->int:
     if n == 0: raise ValueError(f"{type(unet).__name__} has no motion_modules.*.proj_out parameters to zero")
     return n
 
+# %% ../../nbs/01_models.ipynb #093a3e88
 def inflate_unet(
     unet2d:UNet2DConditionModel, # a (trained) image UNet; not modified
     adapter:MotionAdapter,       # motion modules matching its blocks (`block_out_channels`, layers per block)
@@ -204,6 +207,7 @@ def inflate_unet(
     if zero_motion: zero_motion_outputs(unet)
     return unet.to(unet2d.dtype).eval()
 
+# %% ../../nbs/01_models.ipynb #9dfe8842
 def tiny_motion_adapter(seed:int=0, max_frames:int=16)->MotionAdapter:
     "A random motion adapter for `tiny_components`' UNet, deterministic in `seed`."
     with torch.random.fork_rng(devices=[]):
@@ -211,6 +215,7 @@ def tiny_motion_adapter(seed:int=0, max_frames:int=16)->MotionAdapter:
         return MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
                              motion_norm_num_groups=32, motion_max_seq_length=max_frames, use_motion_mid_block=False)
 
+# %% ../../nbs/01_models.ipynb #891a152e
 def tiny_video_components(
     seed:int=0,         # seed of the image components and the adapter
     sample_size:int=8,  # latent side
@@ -243,6 +248,7 @@ def shape_diff(
 
 ADAPTER_FIT = {"block_out_channels": "block_out_channels", "motion_layers_per_block": "layers_per_block"}  # adapter: UNet
 
+# %% ../../nbs/01_models.ipynb #f13b99d7
 def _meta_adapter(config:dict)->MotionAdapter:
     "A MotionAdapter built from `config` on the meta device (no memory), to read its weight names and shapes."
     with torch.device("meta"): return MotionAdapter.from_config(dict(config))
@@ -269,6 +275,7 @@ def motion_adapter_mismatch(
     if not diff: return ""
     return "; ".join(settings + [f"of the {len(expected)} motion-module weights this UNet needs, {diff}"])
 
+# %% ../../nbs/01_models.ipynb #82c1ab4b
 def check_motion_adapter(
     unet,                               # a `UNet2DConditionModel` or its config
     adapter,                            # a `MotionAdapter` or its config
@@ -476,6 +483,7 @@ def load_components(
 TRAIN_SCOPES = ("full", "motion", "lora")
 LORA_SIDES = ("both", "spatial", "motion")
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections, spatial and temporal alike
+
 _TARGETS_RE = "(" + "|".join(t.replace(".", r"\.") for t in LORA_TARGETS) + ")"
 
 def lora_target_modules(
@@ -491,6 +499,7 @@ def lora_target_modules(
     if side == "motion": return rf".*\.motion_modules\..*\.{_TARGETS_RE}"
     return rf"(?!.*\.motion_modules\.).*\.{_TARGETS_RE}"
 
+# %% ../../nbs/01_models.ipynb #01006866
 def set_train_scope(
     unet,                       # a `UNet2DConditionModel` or `UNetMotionModel` (or a DDP / compile wrapper of one)
     scope:str="full",           # "full": every parameter; "motion": the motion modules only; "lora": LoRA adapters only
@@ -538,6 +547,7 @@ def trained_adapter(unet)->str:
                          "(train_lora_rank > 0); a full fine-tune keeps its reference as a copy (ref_model: copy)")
     return names[0]
 
+# %% ../../nbs/01_models.ipynb #8f6fa152
 def _flags(model)->tuple[list, list]:
     return [(p, p.requires_grad) for p in model.parameters()], [(m, m.training) for m in model.modules()]
 
@@ -590,6 +600,7 @@ class AdapterView(torch.nn.Module):
             elif re.search(rf"\.lora_[AB]\.{re.escape(self.adapter)}\.", n):
                 yield re.sub(rf"(\.lora_[AB])\.{re.escape(self.adapter)}\.", rf"\1.{self.trained}.", n), p
 
+# %% ../../nbs/01_models.ipynb #1d2a62d3
 def add_reference_adapter(unet)->AdapterView:
     "Give a LoRA-trained `unet` a frozen second adapter slot REF_ADAPTER (same rank, α, targets); its view."
     model = _unwrap(unet)
@@ -605,7 +616,6 @@ def add_reference_adapter(unet)->AdapterView:
             p.requires_grad_(False)
             p.data = p.data.to(dtypes[n.replace(f".{REF_ADAPTER}.", f".{name}.")])
     return AdapterView(model, REF_ADAPTER)
-
 
 # %% ../../nbs/01_models.ipynb #885a3a55
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"

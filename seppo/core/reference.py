@@ -78,6 +78,7 @@ class PoolEntry:
     path:str|None=None  # safetensors file for disk storage, None in CPU memory
     sha256:str|None=None # of the snapshot file's bytes (disk storage and saved pools)
 
+# %% ../../nbs/03_reference_pool.ipynb #f71c5fbe
 def _snapshot_name(entry_id:int)->str: return f"snapshot-{entry_id:04d}.safetensors"
 
 def _check_shapes(expected:dict, found:dict, what:str):
@@ -225,6 +226,7 @@ def state_dict(self:ReferencePool)->dict:
             "max_size": self.max_size, "strategy": self.strategy, "seed": self.seed, "next_id": self.next_id,
             "shapes": self.shapes, "entries": [asdict(e) for e in self.entries]}
 
+# %% ../../nbs/03_reference_pool.ipynb #9d19414f
 @patch
 def load_state_dict(self:ReferencePool, state:dict):
     "Restore the metadata of `state_dict()`; every snapshot must be in this pool's storage."
@@ -241,6 +243,7 @@ def load_state_dict(self:ReferencePool, state:dict):
     self._snapshots = {i: s for i, s in self._snapshots.items() if i in self.ids}
     self._loaded = weakref.WeakKeyDictionary()
 
+# %% ../../nbs/03_reference_pool.ipynb #36da1d00
 @patch
 def save(self:ReferencePool,
          directory:str|Path, # created or replaced as a whole
@@ -257,6 +260,7 @@ def save(self:ReferencePool,
             e["path"] = name
         write_file(tmp / "pool.json", json.dumps(state, indent=1).encode())
 
+# %% ../../nbs/03_reference_pool.ipynb #3f7f4c76
 @patch(cls_method=True)
 def load(cls:ReferencePool,
          directory:str|Path,                # a directory written by `save`

@@ -31,6 +31,7 @@ def render_toy(colour:str, shape:str, resolution:int=16, background=(245, 245, 2
     else: d.polygon([(s // 2, m), (s - m, s - m), (m, s - m)], fill=rgb)
     return img.resize((resolution, resolution), Image.LANCZOS)
 
+# %% ../../nbs/05a_toy.ipynb #faa5127d
 def _flawed(img:Image.Image, colour:str, shape:str, rng, resolution:int)->Image.Image:
     kind = rng.integers(3)
     if kind == 0: return img.filter(ImageFilter.GaussianBlur(radius=resolution / 8))

@@ -103,6 +103,7 @@ def build_components(cfg:dict):
 
 LORA_SIDE_OF_SCOPE = {"unet": "both", "motion": "motion", "spatial": "spatial"}
 
+# %% ../../nbs/06_trainer.ipynb #d1b59fe6
 def apply_train_scope(unet, cfg:dict):
     "Make trainable what `train_scope` and `train_lora_rank` name: all of the UNet, its motion or spatial layers, or LoRA on them."
     scope, rank, video = cfg["train_scope"], cfg["train_lora_rank"], is_video_unet(unet)
@@ -114,6 +115,7 @@ def apply_train_scope(unet, cfg:dict):
             if "motion_modules" in n: p.requires_grad_(False)
     return unet
 
+# %% ../../nbs/06_trainer.ipynb #6f9cb22f
 def setup_models(cfg:dict, device="cpu"):
     "Components with a trainable UNet, frozen encoders, and the reference (None for SFT): a copy, or with LoRA a view of the UNet."
     comps = build_components(cfg)
@@ -129,6 +131,7 @@ def setup_models(cfg:dict, device="cpu"):
     ref_unet = None if cfg["train_method"] == "sft" else build_reference(unet, cfg, device)
     return comps, ref_unet
 
+# %% ../../nbs/06_trainer.ipynb #e0baf70d
 def reference_kind(cfg:dict)->str:
     "`copy` (a frozen second UNet) or `shared` (the trained UNet with other adapters), as `ref_model` resolves."
     kind = cfg["ref_model"]
@@ -141,11 +144,13 @@ def reference_kind(cfg:dict)->str:
                          "UNet's own weights (set ref_model: copy, or ref_dtype: auto)")
     return kind
 
+# %% ../../nbs/06_trainer.ipynb #6f089c02
 def reference_dtype(cfg:dict)->torch.dtype:
     "dtype of a copied reference: `ref_dtype`, or with `auto` the training's half precision (float32 without mixed precision)."
     if cfg["ref_dtype"] != "auto": return as_dtype(cfg["ref_dtype"])
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["train_mixed_precision"], torch.float32)
 
+# %% ../../nbs/06_trainer.ipynb #6b0cfb73
 def build_reference(unet, cfg:dict, device):
     "The frozen reference of Diffusion-DPO or SePPO: a copy of `unet`, or (LoRA) a view of `unet` itself."
     if reference_kind(cfg) == "copy":
@@ -153,6 +158,7 @@ def build_reference(unet, cfg:dict, device):
     if cfg["train_method"] == "dpo": return AdapterView(unet, None)     # θ0: the base model, adapters off
     return add_reference_adapter(unet)                                 # SePPO: the pool's snapshots go into slot "ref"
 
+# %% ../../nbs/06_trainer.ipynb #bb8f10db
 def reference_context(ref):
     "A context giving the reference as a module: a view's UNet with its adapter switched on, or the copy itself."
     return ref.active() if isinstance(ref, AdapterView) else nullcontext(ref)
@@ -179,6 +185,7 @@ def build_dataset(cfg:dict, output_dir=None):
                              random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
                              seed=cfg["train_seed"], on_error=cfg["data_on_error"])
 
+# %% ../../nbs/06_trainer.ipynb #25df8ccc
 def video_items(cfg:dict, mode:str)->list[dict]:
     "The clips of a `videofolder` source; the null control's coin (seeded by train_seed) picks each pair's winner."
     captions = cfg["data_captions_file"]
@@ -190,6 +197,7 @@ def video_items(cfg:dict, mode:str)->list[dict]:
     pairs = [it | {"video_w": it["video_l"], "video_l": it["video_w"]} if c else it for it, c in zip(pairs, coin)]
     return pairs if mode == "pairs" else [{"caption": it["caption"], "video": it["video_w"]} for it in pairs]
 
+# %% ../../nbs/06_trainer.ipynb #b6221574
 def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
     "Clips (winners) or clip pairs of a `videofolder` source, `data_num_frames` frames each."
     return VideoDataset(video_items(cfg, mode), num_frames=cfg["data_num_frames"], resolution=cfg["data_resolution"],
@@ -198,6 +206,7 @@ def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
                         seed=cfg["train_seed"], on_error=cfg["data_on_error"],
                         random_start=not cfg["data_precompute_latents"])      # cached latents fix a clip's frames
 
+# %% ../../nbs/06_trainer.ipynb #d2a9270c
 def encode_images(vae, pixel_values:torch.Tensor, moments:bool=False)->torch.Tensor:
     "Latents of images in [-1, 1] (clips `(B, 3, F, H, W)` frame by frame): the VAE posterior mean × scaling factor (with `moments`, mean and std stacked on channels), or the pixels for a pixel-space model."
     if vae is None: return pixel_values
@@ -207,11 +216,13 @@ def encode_images(vae, pixel_values:torch.Tensor, moments:bool=False)->torch.Ten
         z = torch.cat([dist.mean, dist.std], dim=1) if moments else dist.mean
         return (z * vae.config.scaling_factor).float()
 
+# %% ../../nbs/06_trainer.ipynb #ba009729
 def draw_latents(moments:torch.Tensor, generators:list)->torch.Tensor:
     "A draw mean + std·ε from the VAE posterior, ε from each sample's generator; `moments` (B, 2c, ...) stacks mean and std."
     mean, std = moments.chunk(2, dim=1)
     return mean + std * per_sample_randn(mean.shape[1:], generators, mean.device, mean.dtype)
 
+# %% ../../nbs/06_trainer.ipynb #9187d5d1
 def batch_latents(batch:dict, vae, device, generators:list|None=None)->tuple[torch.Tensor, ...]:
     "The winner latents (and loser latents for pairs) of a collated batch, on `device`; with `generators` (data_latent: sample) drawn from the posterior."
     moments = generators is not None
@@ -256,6 +267,7 @@ class Step:
     positions:tuple = ()
     timings:dict = field(default_factory=dict)
 
+# %% ../../nbs/06_trainer.ipynb #6bc0be1b
 def _timed(step:Step, name:str, t0:float):
     if torch.cuda.is_available(): torch.cuda.synchronize()
     step.timings[name] = step.timings.get(name, 0.0) + time.perf_counter() - t0
@@ -277,6 +289,7 @@ def reference_samples(
     _timed(step, "sampling", t0)
     return out
 
+# %% ../../nbs/06_trainer.ipynb #93d88d9d
 def micro_batch_loss(
     unet,                  # the trained UNet (possibly wrapped by accelerate)
     latents:tuple,         # (latents_w,) or (latents_w, latents_l), each (B, C, ...) on the device
@@ -366,6 +379,7 @@ def load_trained_weights(unet, path):
                        f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                        f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
 
+# %% ../../nbs/06_trainer.ipynb #e0a23dc2
 def resume_point(accelerator, output_dir)->tuple[Path|None, dict|None]:
     "The newest intact checkpoint and its trainer state, chosen (and verified) by the main process for every process."
     from accelerate.utils import broadcast_object_list
@@ -385,6 +399,7 @@ def resume_point(accelerator, output_dir)->tuple[Path|None, dict|None]:
         return None, None
     return Path(ck), json.loads((Path(ck) / "trainer_state.json").read_text())
 
+# %% ../../nbs/06_trainer.ipynb #3c0a7af8
 def load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, scaler, rank:int, dataset):
     "Restore a verified checkpoint's weights, optimizer, schedule, scaler and this process's state."
     ck = Path(ck)
@@ -395,6 +410,7 @@ def load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, scaler, rank:int, dat
         scaler.load_state_dict(load_state(ck / "scaler.safetensors"))
     set_process_state(load_state(ck / f"process-{rank}.safetensors"), dataset)
 
+# %% ../../nbs/06_trainer.ipynb #cd0f379c
 def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, update:int, dataset=None)->Path:
     "Write checkpoint `step-<update>`: fsync'd files in a temp folder, checksums last, one rename; prune old ones."
     root = Path(cfg["output_dir"]) / "checkpoints"

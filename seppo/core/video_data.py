@@ -118,6 +118,7 @@ def read_video(
     frames, _ = (_folder_frames if path.is_dir() else _file_frames)(path, indices)
     return np.stack(frames)
 
+# %% ../../nbs/05c_video_data.ipynb #1d84e6b0
 def count_frames(
     path:str|Path,     # a video file or a frame folder
     decode:bool=False, # decode every frame, which checks the whole clip; False: count the container's packets
@@ -204,6 +205,7 @@ CAPTION_FILES = ("captions.jsonl", "captions.csv", "metadata.jsonl", "metadata.c
 VIDEO_MODES = ("winners", "pairs")
 UNCAPTIONED = ("raise", "ignore")
 
+# %% ../../nbs/05c_video_data.ipynb #18a35d56
 def _is_clip(p:Path)->bool:
     "A video file, or a folder holding frames."
     if p.name.startswith("."): return False
@@ -221,6 +223,7 @@ def find_clips(root:str|Path)->list[Path]: # video files and frame folders, natu
             elif p.is_dir(): todo.append(p)
     return sorted(out, key=lambda p: natural_key(p.relative_to(root).as_posix()))
 
+# %% ../../nbs/05c_video_data.ipynb #b521770d
 def _find_captions(root:Path, captions)->Path:
     "The captions file: `captions` (relative to root or absolute), else the one jsonl/csv in root or root/Captions."
     if captions is not None:
@@ -434,6 +437,7 @@ def check_clip_batch(x, what:str, layout:str="(B, C, F, H, W)", chunk:int=1, chu
         raise ValueError(f"{what} must be a {layout} tensor, found {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
     if chunk < 1: raise ValueError(f"{chunk_name} must be >= 1, found {chunk}")
 
+# %% ../../nbs/05c_video_data.ipynb #bc027507
 def encode_clips(
     encode_fn:Callable, # (N, 3, H, W) frames in [-1, 1] -> (N, c, h, w) latents, e.g. SD's image VAE
     clips:Tensor,       # (B, 3, F, H, W)
@@ -452,6 +456,7 @@ def encode_clips(
         zs.append(z)
     return torch.cat(zs).unflatten(0, (B, nf)).transpose(1, 2)
 
+# %% ../../nbs/05c_video_data.ipynb #1d5ba5e5
 @torch.no_grad()
 def precompute_video_latents(
     dataset:VideoDataset,      # with center_crop=True and random_start=False; seed, flips, empty prompts carry over

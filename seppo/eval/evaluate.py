@@ -38,6 +38,7 @@ HPSV2_STYLES = ("anime", "concept-art", "paintings", "photo")
 PARTI_COLUMNS = ("Prompt", "Category", "Challenge")
 TABLE_COLUMNS = ("prompt", "caption")
 
+# %% ../../nbs/11_evaluate.ipynb #ba2fbe91
 @dataclass
 class PromptSet:
     "An ordered list of prompts, its name in metric keys and where it was read from."
@@ -245,6 +246,7 @@ def resolve_dtype(dtype, device):
         return torch.float16 if str(device).startswith("cuda") else torch.float32
     return as_dtype(dtype)
 
+# %% ../../nbs/11_evaluate.ipynb #409f77b4
 class Sampler:
     "Images from prompts and initial noise: a diffusers text-to-image pipeline, or a pixel-space model's parts."
     def __init__(self,
@@ -744,6 +746,7 @@ def add_evaluate_arguments(
     p.add_argument("--no-progress", action="store_true")
     return p
 
+# %% ../../nbs/11_evaluate.ipynb #772a119a
 def _name_path(spec:str)->tuple[str|None, str]:
     name, eq, path = spec.partition("=")
     return (name, path) if eq else (None, spec)
@@ -760,6 +763,7 @@ def format_metrics(result:dict)->str:
                     (f" {w[f'{k}/mean']:>8.3f}" if f"{k}/mean" in w else f" {'-':>8}" if w else ""))
     return "\n".join(rows)
 
+# %% ../../nbs/11_evaluate.ipynb #da409b44
 def evaluate_main(
     args:argparse.Namespace, # parsed by a parser with `add_evaluate_arguments`
 )->int:                      # 0 on success, 2 on bad input

@@ -83,6 +83,7 @@ def video_scheduler(
                          "(or None for the model's own)")
     return SAMPLE_SCHEDULERS[scheduler].from_config(comps.scheduler.config)
 
+# %% ../../nbs/11a_evaluate_video.ipynb #6944f42b
 def vae_scale_factor(comps:Components)->int: # pixels per latent pixel; 1 without a VAE
     "The VAE's downsampling factor, as diffusers' pipelines compute it."
     return 1 if comps.vae is None else 2 ** (len(comps.vae.config.block_out_channels) - 1)

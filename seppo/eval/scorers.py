@@ -212,6 +212,7 @@ def clip_image_features(model, pixel_values:Tensor)->Tensor: # (B, D) unit norm,
     f = model.visual_projection(pooled).float()
     return f / f.norm(dim=-1, keepdim=True)
 
+# %% ../../nbs/10_scorers.ipynb #ef44003c
 def clip_text_features(model, tokenizer, prompts:list[str])->Tensor: # (B, D) unit norm, float32
     "L2-normalized CLIP text embeddings of the prompts (padded / cut to the model's context, 77)."
     enc = tokenizer(list(prompts), padding="max_length", truncation=True,
@@ -220,6 +221,7 @@ def clip_text_features(model, tokenizer, prompts:list[str])->Tensor: # (B, D) un
     f = model.text_projection(out.pooler_output).float()
     return f / f.norm(dim=-1, keepdim=True)
 
+# %% ../../nbs/10_scorers.ipynb #dab97445
 class CLIPScorer(Scorer):
     "`scale · cos(image, prompt)` with a CLIP model: PickScore, CLIP score, HPSv2."
     def __init__(self,
@@ -243,6 +245,7 @@ class CLIPScorer(Scorer):
         scores = scale * cos
         return scores.clamp(min=0) if self.clip_at_zero else scores
 
+# %% ../../nbs/10_scorers.ipynb #1ef8fc11
 @register_scorer("pickscore")
 def pickscore(path, device=None, dtype=None, batch_size=16, processor=None)->CLIPScorer:
     "PickScore: `logit_scale.exp() · cos` with PickScore_v1 (≈ 21 for SD1.5 images)."
@@ -250,6 +253,7 @@ def pickscore(path, device=None, dtype=None, batch_size=16, processor=None)->CLI
     model, tok, pre = load_clip(path, processor, device, dtype)
     return CLIPScorer(model, tok, pre, name="pickscore", scale="logit_scale", batch_size=batch_size)
 
+# %% ../../nbs/10_scorers.ipynb #29309d3d
 @register_scorer("clip_score")
 def clip_score(path, device=None, dtype=None, batch_size=16, processor=None)->CLIPScorer:
     "CLIP score: `max(100 · cos, 0)`, by default with openai/clip-vit-large-patch14."
@@ -293,6 +297,7 @@ class MLPHead(nn.Module):
 MLP_HEAD_KEYS = tuple(f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias"))
 LINEAR_HEAD_KEYS = ("weight", "bias")
 
+# %% ../../nbs/10_scorers.ipynb #7fb30074
 _logger = logging.getLogger("seppo.eval.scorers")
 
 def load_state_file(
@@ -321,6 +326,7 @@ def load_state_file(
         raise ValueError(f"{path}: expected a state dict of tensors, found {type(sd).__name__}")
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
+# %% ../../nbs/10_scorers.ipynb #33bb3b0a
 def load_exact(module:nn.Module, state_dict:dict, where)->nn.Module:
     "Load `state_dict` into `module`, failing with the missing, unexpected and mis-shaped keys."
     own = module.state_dict()
@@ -335,6 +341,7 @@ def load_exact(module:nn.Module, state_dict:dict, where)->nn.Module:
     module.load_state_dict(state_dict)
     return module
 
+# %% ../../nbs/10_scorers.ipynb #cb5d493a
 def no_init_weights():
     "transformers' context that skips random initialisation (for models whose every weight is loaded next)."
     for module in ("transformers.initialization", "transformers.modeling_utils"):  # v5, v4
@@ -342,6 +349,7 @@ def no_init_weights():
         except (ImportError, AttributeError): continue
     return contextlib.nullcontext()
 
+# %% ../../nbs/10_scorers.ipynb #fe262706
 def load_aesthetic_head(
     path:str|Path,          # `.pth` / `.pt` / `.safetensors` of the v2 MLP or the v1 linear head
     weights_only:bool=True, # False: unpickle any object (arbitrary code from the file): a trusted file only
@@ -402,6 +410,7 @@ HPS_CLIP_CONFIG = dict(  # open_clip ViT-H-14 as a transformers CLIPConfig (= la
     vision_config=dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                        image_size=224, patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5))
 
+# %% ../../nbs/10_scorers.ipynb #f5dfc683
 _OC_TOWERS = (("visual.transformer.resblocks.", "vision_model.encoder.layers."),
               ("transformer.resblocks.", "text_model.encoder.layers."))
 _OC_BLOCK = {"ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.", "mlp.c_fc.": "mlp.fc1.", "mlp.c_proj.": "mlp.fc2.",
@@ -437,6 +446,7 @@ def open_clip_to_transformers(state_dict:dict)->dict:
     if unknown: raise ValueError(f"keys of no open_clip ViT CLIP: {few(sorted(unknown), 4)}")
     return out
 
+# %% ../../nbs/10_scorers.ipynb #b44e1aeb
 def transformers_to_open_clip(state_dict:dict)->dict:
     "The inverse of `open_clip_to_transformers`: a `CLIPModel` state dict in open_clip's key layout."
     inv = {v: k for k, v in _OC_NAMES.items()}
@@ -492,6 +502,7 @@ class OpenCLIPScorer(Scorer):
         t = self.model.encode_text(self.tokenizer(list(prompts)).to(self.device), normalize=True).float()
         return 100 * (f * t).sum(-1)
 
+# %% ../../nbs/10_scorers.ipynb #35bbae52
 @register_scorer("hpsv2")
 def hpsv2(path, device=None, dtype=None, batch_size=16, backend="native", config=None, weights_only=True)->Scorer:
     """HPSv2: `100 · cos` with the HPS ViT-H-14 checkpoint; `path` is the `.pt` file or its folder.
@@ -521,6 +532,7 @@ BLIP_VIT_LARGE = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layer
 MED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                    "max_position_embeddings", "layer_norm_eps")
 
+# %% ../../nbs/10_scorers.ipynb #43da0e21
 def blip_text_config(med:dict, encoder_hidden_size:int)->dict:
     "`BlipTextConfig` keyword arguments from BLIP's `med_config.json`, cross-attending to `encoder_hidden_size`."
     missing = [k for k in MED_CONFIG_KEYS if k not in med]
@@ -529,6 +541,7 @@ def blip_text_config(med:dict, encoder_hidden_size:int)->dict:
         hidden_act=med.get("hidden_act", "gelu"), pad_token_id=med.get("pad_token_id", 0), bos_token_id=None,
         sep_token_id=None, encoder_hidden_size=encoder_hidden_size, is_decoder=True)  # is_decoder builds cross-attention
 
+# %% ../../nbs/10_scorers.ipynb #4ef91e43
 def _blip_vit_name(k:str)->str:
     "BLIP ViT key (timm layout) -> `BlipVisionModel` key."
     fixed = {"cls_token": "embeddings.class_embedding", "pos_embed": "embeddings.position_embedding",

@@ -100,6 +100,7 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)       # LPIPS v0.1's ScalingLayer: x ← 
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 LPIPS_MIN_SIDE = 31                          # smaller frames vanish in AlexNet's second max-pool
 
+# %% ../../nbs/10a_video_metrics.ipynb #e1f0d169
 class AlexNetFeatures(nn.Module):
     "torchvision's AlexNet convolutional trunk, parameter for parameter (`features.0` … `features.10`)."
     def __init__(self):
@@ -118,6 +119,7 @@ class AlexNetFeatures(nn.Module):
             if i in ALEXNET_TAPS: taps.append(x)
         return taps
 
+# %% ../../nbs/10a_video_metrics.ipynb #ee4b2ed5
 class _NetLin(nn.Module):
     "One LPIPS head: dropout, then a 1×1 convolution to one channel without bias (`model.1.weight`)."
     def __init__(self, channels:int):
@@ -130,6 +132,7 @@ class LPIPSHeads(nn.Module):
         super().__init__()
         for k, c in enumerate(channels): self.add_module(f"lin{k}", _NetLin(c))
 
+# %% ../../nbs/10a_video_metrics.ipynb #5c514d6e
 class LPIPS(nn.Module):
     "LPIPS v0.1 on AlexNet: unit-normalize each tapped layer over channels, weight the squared differences, average."
     def __init__(self):
@@ -351,6 +354,7 @@ class VideoMetric:
 
 VIDEO_METRICS: dict[str, Callable[..., VideoMetric]] = {}  # name -> factory(path=None, **options) -> VideoMetric
 
+# %% ../../nbs/10a_video_metrics.ipynb #1809c58f
 def _build(name:str, f:Callable, factory:bool, path=None, **options)->VideoMetric:
     "The `VideoMetric` of a registered function (options bound) or factory (called with the path and options)."
     if not factory and path is not None:
@@ -370,6 +374,7 @@ def register_video_metric(
         return f
     return deco
 
+# %% ../../nbs/10a_video_metrics.ipynb #e7b05f98
 def get_video_metric(
     name:str,        # a key of `VIDEO_METRICS`
     path=None,       # its weights, for lpips / fid / fvd
@@ -380,6 +385,7 @@ def get_video_metric(
         raise ValueError(f"unknown video metric {name!r}; valid video metrics: {', '.join(sorted(VIDEO_METRICS))}")
     return VIDEO_METRICS[name](path, **options)
 
+# %% ../../nbs/10a_video_metrics.ipynb #3f48fb14
 def parse_video_metric_spec(spec:str)->tuple[str, str|None, dict]: # (name, path or None, options)
     "Split `NAME[=PATH][,key=value...]` into its parts (`seppo.eval.scorers.parse_scorer_spec`'s syntax, plus `NAME,k=v`)."
     head, _, rest = spec.partition(",")

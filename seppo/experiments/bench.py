@@ -210,6 +210,7 @@ GOALS = {  # goal: (what it compares, target, True if the ratio must stay at or 
     "3 LoRA snapshot": ("LoRA snapshot bytes ÷ the UNet's", 0.02, True),
 }
 
+# %% ../../nbs/22_bench.ipynb #d2e53178
 def goal_ratios(rows:list[dict], model:str)->dict[str, float]:
     "The goals' ratios of one model's lines."
     by = {r["line"]: r for r in rows if r["model"] == model}
@@ -224,6 +225,7 @@ def goal_ratios(rows:list[dict], model:str)->dict[str, float]:
             "3 copy vs shared": by["seppo lora copy"]["rss_mib"] / lora["rss_mib"],
             "3 LoRA snapshot": lora["lora_bytes"] / lora["unet_bytes"]}
 
+# %% ../../nbs/22_bench.ipynb #f042f4ec
 def bench_markdown(rows:list[dict], ratios:dict, device:str)->str:
     "The bench table and its goal ratios, as the README shows them."
     cols = ["model", "line", "ref", "s/update", "samples/s", *PHASES, "peak MiB"]
@@ -243,6 +245,7 @@ def bench_markdown(rows:list[dict], ratios:dict, device:str)->str:
             lines.append(f"| {goal} | {model} | {value:.3f} | {bound} | {met} |")
     return "\n".join(lines) + "\n"
 
+# %% ../../nbs/22_bench.ipynb #ff46c6dc
 def bench(
     models=("tiny", "sd15"),   # which models' lines to run
     out:str|Path="results/bench", # where cpu.json / gpu.json and the markdown table go
@@ -270,7 +273,6 @@ def bench(
     write_text_durably(out / f"{name}.json", json.dumps({"device": device, "rows": rows, "ratios": ratios}, indent=1) + "\n")
     write_text_durably(out / f"{name}.md", text)                         # whole files or the old ones, never half
     return text
-
 
 # %% ../../nbs/22_bench.ipynb #b6c4fb8d
 PEER = dict(data_resolution=32, sample_size=16, batch=4, rank=4, lr=5e-4, updates=100, warmup=5, repeats=3)

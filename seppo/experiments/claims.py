@@ -83,6 +83,7 @@ def claims_display(rows:pd.DataFrame)->pd.DataFrame:
         "verdict": [v if v != "inconclusive" else "inconclusive at this power" for v in rows.verdict],
         "seeds to resolve": ["" if n is None or pd.isna(n) else ("> 10000" if n < 0 else str(int(n))) for n in rows.seeds_to_resolve]})
 
+# %% ../../nbs/21_claims.ipynb #a24b8ecc
 def _claims_forest(rows:pd.DataFrame):
     import matplotlib.pyplot as plt
     ids = list(dict.fromkeys(rows.id))

@@ -63,6 +63,7 @@ class Profile:
         "The training seeds of `experiment`."
         return self.experiment_seeds.get(experiment, self.seeds)
 
+# %% ../../nbs/20_reproduce.ipynb #3c1e1dc2
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def expand_vars(
@@ -79,6 +80,7 @@ def expand_vars(
         raise ConfigError(f"{where}: ${{{name}}} is not set: export {name}=/path/to/it or add `{name}: /path/to/it` to configs/local.yaml")
     return _VAR.sub(sub, value)
 
+# %% ../../nbs/20_reproduce.ipynb #e55cb00d
 def load_profile(
     name:str,             # a profile name (configs/profiles/NAME.yaml) or a YAML path
     root:str|Path=".",    # the project root
@@ -159,12 +161,14 @@ class Run:
     @property
     def metrics_file(self)->Path: return (self.same_as or self.record_dir) / "metrics.json"
 
+# %% ../../nbs/20_reproduce.ipynb #71465012
 def run_key(cfg:dict)->str:
     "The hash that decides whether a run's recorded result is still valid (`run_config`: neutral options at their default left out)."
     return config_hash(run_config(cfg))
 
 EXPERIMENT_REPORT = "nbs/reports/experiment.ipynb"   # the report notebook of an experiment that names none
 
+# %% ../../nbs/20_reproduce.ipynb #b6563709
 def experiment_info(root:Path, name:str)->dict:
     "experiment.yaml of `configs/<name>`, with its variants checked against the folder."
     f = Path(root) / "configs" / name / "experiment.yaml"
@@ -192,6 +196,7 @@ def experiment_info(root:Path, name:str)->dict:
             "report": info.get("report", EXPERIMENT_REPORT), "dir": d,
             "config": check_config(info.get("config") or {}, source=f"{f} config")}
 
+# %% ../../nbs/20_reproduce.ipynb #33d44845
 def plan_runs(
     profile:Profile,       # from `load_profile`
     root:str|Path=".",     # the project root
@@ -215,6 +220,7 @@ def plan_runs(
                 first.setdefault(key, rec)
     return runs
 
+# %% ../../nbs/20_reproduce.ipynb #26b6c30f
 def run_status(run:Run)->str:
     "`done` (metrics.json with this config's key), `stale` (another key) or `missing`."
     f = run.metrics_file
@@ -263,6 +269,7 @@ def grid_prompts(cfg:dict)->list[str]:
     n = cfg["eval_grid_prompts"]
     return sp["train"][: n - n // 2] + sp["heldout"][: n // 2]
 
+# %% ../../nbs/20_reproduce.ipynb #33abae29
 def train_summary(recs:list[dict])->dict:
     "Mean AAF rate, last-20 implicit accuracy and timings of a training log's records."
     if not recs: return {}
@@ -273,6 +280,7 @@ def train_summary(recs:list[dict])->dict:
         if len(v): out[f"{k}_mean"] = float(v.mean()); out[f"{k}_last20"] = float(v[-20:].mean())
     return out
 
+# %% ../../nbs/20_reproduce.ipynb #b30a9c69
 def _train_world_run(tcfg:dict, out_dir:Path, result:dict, progress:bool)->str:
     "Train a world run afresh into `out_dir`, put its training summary and log into `result`; the final model's path."
     from seppo.core.checkpoints import read_log
@@ -329,6 +337,7 @@ def run_world(
     result["train"]["total_seconds"] = time.time() - t0
     return result
 
+# %% ../../nbs/20_reproduce.ipynb #9bb353dc
 def save_world_run(
     result:dict,           # from `run_world`
     cfg:dict,              # the run's config
@@ -391,6 +400,7 @@ def parse_named_paths(spec:str|None, what:str)->dict:
         out[name.strip()] = path
     return out
 
+# %% ../../nbs/20_reproduce.ipynb #f0604313
 def run_paper(cfg:dict, processes:int=1, progress:bool=True)->dict:
     "Train (unless run_train is false; several processes through accelerate) and evaluate with seppo.eval.evaluate (clips: seppo.eval.evaluate_video)."
     from seppo.eval.evaluate import evaluate
@@ -466,6 +476,7 @@ def format_plan(runs:list[Run], processes:int=1)->str:
     rows.append(f"{len({r.key for r in runs})} distinct runs; ≈ {tot:.0f} GPU-hours at SD1.5 scale on A100s (costs calibrated on Diffusion-DPO, see seppo.experiments.reproduce)")
     return "\n".join(rows)
 
+# %% ../../nbs/20_reproduce.ipynb #440f9d91
 def video_metric_paths(spec:str, where:str="")->list[Path]:
     "The weight files an `eval_video_metrics` value names (`NAME=PATH[,key=PATH]`), each checked to exist."
     from seppo.eval.video_metrics import parse_video_metric_spec
@@ -479,6 +490,7 @@ def video_metric_paths(spec:str, where:str="")->list[Path]:
             out.append(Path(value))
     return out
 
+# %% ../../nbs/20_reproduce.ipynb #f729b453
 def check_paths(run:Run):
     "Raise FileNotFoundError naming the first local path of a run's config that does not exist."
     c = run.config
@@ -496,6 +508,7 @@ def check_paths(run:Run):
         parse_named_paths(c["eval_prompts"], f"{where}: eval_prompts")
         parse_named_paths(c["eval_scorers"], f"{where}: eval_scorers")
 
+# %% ../../nbs/20_reproduce.ipynb #e2f14b61
 def execute_run(run:Run, profile:Profile, root:Path)->Path:
     "Execute the run template for one run with papermill; return the executed notebook's path."
     import papermill as pm
@@ -510,6 +523,7 @@ def execute_run(run:Run, profile:Profile, root:Path)->Path:
 
 CLAIMS_FILE, CLAIMS_REPORT = "configs/claims.yaml", "nbs/reports/claims.ipynb"
 
+# %% ../../nbs/20_reproduce.ipynb #7fa58e41
 def execute_report(exp:str, profile:Profile, root:Path, notebook:str|None=None)->Path:
     "Execute an experiment's report notebook (or `notebook`, e.g. the claims report) with papermill."
     import papermill as pm
@@ -520,12 +534,14 @@ def execute_report(exp:str, profile:Profile, root:Path, notebook:str|None=None)-
                         parameters={"profile": profile.name, "experiment": exp})
     return out
 
+# %% ../../nbs/20_reproduce.ipynb #1f38a4a2
 def claims_apply(profile:Profile, root:Path)->bool:
     "Whether the profile runs an experiment that `configs/claims.yaml` draws a claim from."
     f = Path(root) / CLAIMS_FILE
     claims = (yaml.safe_load(f.read_text()) or []) if f.is_file() else []
     return any(isinstance(c, dict) and c.get("experiment") in profile.experiments for c in claims)
 
+# %% ../../nbs/20_reproduce.ipynb #787ec485
 def reproduce(
     profile:str,           # profile name or file
     root:str|Path=".",     # the project root
@@ -633,6 +649,7 @@ def pm_table(summary:pd.DataFrame, metrics:dict, digits:int=3, delta:bool=True)-
             out[f"Δ {head}{d[len(col) + 1:]}"] = [fmt(m, c) for m, c in zip(summary[d], summary[f"{d} ci95"])]
     return out
 
+# %% ../../nbs/20_reproduce.ipynb #cd7bebf9
 def markdown_table(table:pd.DataFrame)->str:
     "A GitHub markdown table (no extra dependency)."
     cells = [[str(c) for c in table.columns]] + [[str(v) for v in row] for row in table.itertuples(index=False)]
@@ -640,6 +657,7 @@ def markdown_table(table:pd.DataFrame)->str:
     line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
     return "\n".join([line(cells[0]), "| " + " | ".join("-" * x for x in w) + " |"] + [line(r) for r in cells[1:]])
 
+# %% ../../nbs/20_reproduce.ipynb #b58a17fd
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
         "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--"}
 
@@ -652,6 +670,7 @@ def latex_table(table:pd.DataFrame, caption:str="")->str:
     return (f"\\begin{{table}}[t]\n\\centering\n{cap}\\begin{{tabular}}{{l{'r' * (len(table.columns) - 1)}}}\n\\toprule\n"
             f"{head}\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n")
 
+# %% ../../nbs/20_reproduce.ipynb #fbfb2837
 def write_table(
     table:pd.DataFrame,    # display table (`pm_table`)
     raw:pd.DataFrame,      # numeric summary, written as csv
@@ -668,6 +687,7 @@ def write_table(
     write_text_durably(files[2], tex)
     return files
 
+# %% ../../nbs/20_reproduce.ipynb #32fe0305
 def save_figure(fig, stem:str|Path)->list[Path]:
     "Save a matplotlib figure as STEM.png and STEM.pdf (no creation date: the same figure gives the same bytes)."
     stem = Path(stem); stem.parent.mkdir(parents=True, exist_ok=True)
@@ -709,6 +729,7 @@ VIDEO_WORLD_METRICS = {"oracle_reward": "oracle reward", "win_rate": "win rate v
                        "smoothness": "smoothness", "psnr": "PSNR", "ssim": "SSIM", "perceptual": "perceptual ↓",
                        "fd": "FD ↓", "fvd": "FVD analogue ↓"}
 
+# %% ../../nbs/20_reproduce.ipynb #45b77040
 def _with_win_rates(df:pd.DataFrame, baseline:str)->pd.DataFrame:
     base = df[df.variant == baseline]
     if base.empty: return df

@@ -95,6 +95,7 @@ def config_key(world:WorldConfig, base:BaseConfig|None)->str:
     blob = json.dumps({"world": asdict(world), "base": asdict(base) if base else None}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+# %% ../../nbs/13_world_base.ipynb #58ca1963
 def pretrain_base(
     world:WorldConfig=None, # the world
     base:BaseConfig=None,   # architecture and recipe
@@ -142,6 +143,7 @@ def pretrain_base(
     comps.unet, comps.text_encoder = unet.cpu().eval(), text_encoder.cpu().eval()
     return comps
 
+# %% ../../nbs/13_world_base.ipynb #4a6cb020
 def base_model_dir(cache_dir, world:WorldConfig, base:BaseConfig)->Path:
     "Where `ensure_base_model` caches the base model of this world and recipe."
     return Path(cache_dir) / f"base-{config_key(world, base)}"

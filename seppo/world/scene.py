@@ -296,6 +296,7 @@ def render(
     rng = None if seed is None else _rng(seed)
     return _compose(attrs, _draw_jitter(rng, cfg), flaws, cfg, rng)
 
+# %% ../../nbs/12_world.ipynb #65fe52ef
 def show_grid(
     images,              # (N, H, W, 3) uint8 or a list of (H, W, 3) / PIL images; clips (F, H, W, 3) work too
     ncols:int=8,         # images per row
@@ -311,6 +312,7 @@ def show_grid(
         out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = im
     return Image.fromarray(out).resize((out.shape[1] * scale, out.shape[0] * scale), Image.NEAREST)
 
+# %% ../../nbs/12_world.ipynb #1520da8e
 def image_batch(
     images, # (N, H, W, 3) or (H, W, 3) uint8 array, or a list of uint8 arrays / PIL images
 )->np.ndarray: # (N, H, W, 3) uint8
@@ -356,6 +358,7 @@ def draw_flaws(
         record[k] = v
     return attrs, flaws, record
 
+# %% ../../nbs/12_world.ipynb #6b36ea5c
 def _prompt_rng(prompt:str, seed:int)->np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(prompt.encode())])
 
@@ -463,6 +466,7 @@ def analyse(
     return dict(probs=probs, found=found, cx=gx, cy=cy, r=r, shape_errors=errs, background_rgb=bg, object_rgb=obj,
                 contrast=contrast, sharpness=_sharpness(m) * conf[:, 0], noise=_noise_sigma(a))
 
+# %% ../../nbs/12_world.ipynb #ff122cc2
 def detect_attributes(
     images,               # one (H, W, 3) image, or a batch / list of them
     cfg:WorldConfig=None, # the world's vocabularies
