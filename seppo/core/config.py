@@ -160,6 +160,38 @@ def ensure_plugins():
     _plugins["loaded"] = True
     load_plugins()
 
+# %% ../../nbs/04_config.ipynb #0ee3cf3e
+def _word_score(a:str, b:str)->float:
+    "How well word `a` of a typed key matches word `b` of an option: 1 equal, else the difflib ratio (>= 0.75) or 0.8 for a prefix."
+    if a == b: return 1.0
+    r = difflib.SequenceMatcher(None, a, b).ratio()
+    if r >= 0.75: return r
+    return 0.8 if len(a) >= 3 and b.startswith(a) else 0.0
+
+def _key_score(typed:list, key:list)->float:
+    "Words of `typed` matched to words of `key`: close words, then words that are the initials of consecutive words."
+    score, free_t, free_k = 0.0, set(range(len(typed))), set(range(len(key)))
+    for i, a in enumerate(typed):
+        s, j = max(((_word_score(a, key[j]), j) for j in free_k), default=(0.0, None))
+        if s > 0: score += s; free_t.discard(i); free_k.discard(j)
+    for words, free_w, other, free_o in ((typed, free_t, key, free_k), (key, free_k, typed, free_t)):
+        for i in sorted(free_w):
+            w = words[i]
+            if len(w) < 2: continue
+            for j in range(len(other) - len(w) + 1):
+                run = set(range(j, j + len(w)))
+                if run <= free_o and "".join(other[k][0] for k in sorted(run)) == w:
+                    score += 0.9; free_w.discard(i); free_o -= run; break
+    return score
+
+def _suggest(name:str)->str:
+    "A hint naming the valid key closest to the unknown key `name`."
+    typed = [w for w in name.lower().split("_") if w]
+    score, _, best = max((_key_score(typed, k.split("_")), difflib.SequenceMatcher(None, name.lower(), k).ratio(), k)
+                         for k in OPTION_BY_NAME)
+    if not score: best = next(iter(difflib.get_close_matches(name, OPTION_BY_NAME, n=1, cutoff=0.5)), None)
+    return f"; did you mean {best!r}?" if best else f"; valid keys start with {sorted({k.split('_')[0] + '_' for k in OPTION_BY_NAME})}"
+
 # %% ../../nbs/04_config.ipynb #e3e9f8b0
 class ConfigError(ValueError):
     "A configuration key or value that cannot be used."
@@ -202,38 +234,6 @@ def check_config(
         if k not in OPTION_BY_NAME: raise ConfigError(f"unknown config key {k!r}{' in ' + source if source else ''}{_suggest(k)}")
         out[k] = _coerce(OPTION_BY_NAME[k], v, source)
     return out
-
-# %% ../../nbs/04_config.ipynb #0ee3cf3e
-def _word_score(a:str, b:str)->float:
-    "How well word `a` of a typed key matches word `b` of an option: 1 equal, else the difflib ratio (>= 0.75) or 0.8 for a prefix."
-    if a == b: return 1.0
-    r = difflib.SequenceMatcher(None, a, b).ratio()
-    if r >= 0.75: return r
-    return 0.8 if len(a) >= 3 and b.startswith(a) else 0.0
-
-def _key_score(typed:list, key:list)->float:
-    "Words of `typed` matched to words of `key`: close words, then words that are the initials of consecutive words."
-    score, free_t, free_k = 0.0, set(range(len(typed))), set(range(len(key)))
-    for i, a in enumerate(typed):
-        s, j = max(((_word_score(a, key[j]), j) for j in free_k), default=(0.0, None))
-        if s > 0: score += s; free_t.discard(i); free_k.discard(j)
-    for words, free_w, other, free_o in ((typed, free_t, key, free_k), (key, free_k, typed, free_t)):
-        for i in sorted(free_w):
-            w = words[i]
-            if len(w) < 2: continue
-            for j in range(len(other) - len(w) + 1):
-                run = set(range(j, j + len(w)))
-                if run <= free_o and "".join(other[k][0] for k in sorted(run)) == w:
-                    score += 0.9; free_w.discard(i); free_o -= run; break
-    return score
-
-def _suggest(name:str)->str:
-    "A hint naming the valid key closest to the unknown key `name`."
-    typed = [w for w in name.lower().split("_") if w]
-    score, _, best = max((_key_score(typed, k.split("_")), difflib.SequenceMatcher(None, name.lower(), k).ratio(), k)
-                         for k in OPTION_BY_NAME)
-    if not score: best = next(iter(difflib.get_close_matches(name, OPTION_BY_NAME, n=1, cutoff=0.5)), None)
-    return f"; did you mean {best!r}?" if best else f"; valid keys start with {sorted({k.split('_')[0] + '_' for k in OPTION_BY_NAME})}"
 
 # %% ../../nbs/04_config.ipynb #42ff8fc5
 def default_config()->dict:

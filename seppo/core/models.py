@@ -33,8 +33,8 @@ from ..utils import few
 __all__ = ['BPE_FILE', 'BOS_TOKEN', 'EOS_TOKEN', 'COMPONENT_NAMES', 'SD_LAYOUT', 'CONFIG_FILES', 'TOKENIZER_SOURCES',
            'SD15_SCHEDULER_CONFIG', 'ADAPTER_FIT', 'WEIGHTS_FILES', 'TRAIN_SCOPES', 'LORA_SIDES', 'LORA_TARGETS',
            'REF_ADAPTER', 'LORA_WEIGHTS_FILE', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
-           'is_video_unet', 'frame_embeds', 'zero_motion_outputs', 'inflate_unet', 'tiny_motion_adapter',
-           'tiny_video_components', 'shape_diff', 'motion_adapter_mismatch', 'check_motion_adapter', 'save_components',
+           'is_video_unet', 'frame_embeds', 'zero_motion_outputs', 'shape_diff', 'motion_adapter_mismatch',
+           'check_motion_adapter', 'inflate_unet', 'tiny_motion_adapter', 'tiny_video_components', 'save_components',
            'check_motion_adapter_folder', 'load_motion_adapter', 'load_components', 'lora_target_modules',
            'set_train_scope', 'trained_adapter', 'AdapterView', 'add_reference_adapter', 'save_lora']
 
@@ -195,38 +195,6 @@ def zero_motion_outputs(unet)->int:
     if n == 0: raise ValueError(f"{type(unet).__name__} has no motion_modules.*.proj_out parameters to zero")
     return n
 
-# %% ../../nbs/01_models.ipynb #093a3e88
-def inflate_unet(
-    unet2d:UNet2DConditionModel, # a (trained) image UNet; not modified
-    adapter:MotionAdapter,       # motion modules matching its blocks (`block_out_channels`, layers per block)
-    zero_motion:bool=True,       # zero the motion outputs: the video model equals the image model per frame
-)->UNetMotionModel:
-    "An AnimateDiff UNet made of `unet2d`'s weights and `adapter`'s motion modules."
-    check_motion_adapter(unet2d, adapter)
-    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
-    if zero_motion: zero_motion_outputs(unet)
-    return unet.to(unet2d.dtype).eval()
-
-# %% ../../nbs/01_models.ipynb #9dfe8842
-def tiny_motion_adapter(seed:int=0, max_frames:int=16)->MotionAdapter:
-    "A random motion adapter for `tiny_components`' UNet, deterministic in `seed`."
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-                             motion_norm_num_groups=32, motion_max_seq_length=max_frames, use_motion_mid_block=False)
-
-# %% ../../nbs/01_models.ipynb #891a152e
-def tiny_video_components(
-    seed:int=0,         # seed of the image components and the adapter
-    sample_size:int=8,  # latent side
-    max_frames:int=16,  # the motion modules' motion_max_seq_length
-    zero_motion:bool=False, # True: the motion modules start as the identity (the inflated image model)
-)->Components:
-    "`tiny_components` with the UNet inflated to an AnimateDiff motion model, for tests."
-    c = tiny_components(seed, sample_size)
-    c.unet = inflate_unet(c.unet, tiny_motion_adapter(seed + 1, max_frames), zero_motion=zero_motion)
-    return c
-
 # %% ../../nbs/01_models.ipynb #4eeb719b
 def _shapes(state_dict:dict)->dict[str, tuple]:
     "Name -> shape of every tensor in a state dict."
@@ -289,6 +257,38 @@ def check_motion_adapter(
                          "no motion adapter")
     problem = motion_adapter_mismatch(unet, adapter)
     if problem: raise ValueError(f"{adapter_name} does not fit {unet_name}: {problem}")
+
+# %% ../../nbs/01_models.ipynb #093a3e88
+def inflate_unet(
+    unet2d:UNet2DConditionModel, # a (trained) image UNet; not modified
+    adapter:MotionAdapter,       # motion modules matching its blocks (`block_out_channels`, layers per block)
+    zero_motion:bool=True,       # zero the motion outputs: the video model equals the image model per frame
+)->UNetMotionModel:
+    "An AnimateDiff UNet made of `unet2d`'s weights and `adapter`'s motion modules."
+    check_motion_adapter(unet2d, adapter)
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    if zero_motion: zero_motion_outputs(unet)
+    return unet.to(unet2d.dtype).eval()
+
+# %% ../../nbs/01_models.ipynb #9dfe8842
+def tiny_motion_adapter(seed:int=0, max_frames:int=16)->MotionAdapter:
+    "A random motion adapter for `tiny_components`' UNet, deterministic in `seed`."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                             motion_norm_num_groups=32, motion_max_seq_length=max_frames, use_motion_mid_block=False)
+
+# %% ../../nbs/01_models.ipynb #891a152e
+def tiny_video_components(
+    seed:int=0,         # seed of the image components and the adapter
+    sample_size:int=8,  # latent side
+    max_frames:int=16,  # the motion modules' motion_max_seq_length
+    zero_motion:bool=False, # True: the motion modules start as the identity (the inflated image model)
+)->Components:
+    "`tiny_components` with the UNet inflated to an AnimateDiff motion model, for tests."
+    c = tiny_components(seed, sample_size)
+    c.unet = inflate_unet(c.unet, tiny_motion_adapter(seed + 1, max_frames), zero_motion=zero_motion)
+    return c
 
 # %% ../../nbs/01_models.ipynb #30d45848
 def _library_and_class(obj)->list:

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'sample_key', 'sample_generators',
            'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'apply_train_scope',
-           'setup_models', 'reference_kind', 'reference_dtype', 'build_reference', 'reference_context', 'build_dataset',
-           'video_items', 'build_video_dataset', 'encode_images', 'draw_latents', 'batch_latents', 'noise_target',
+           'reference_kind', 'reference_dtype', 'build_reference', 'setup_models', 'reference_context', 'video_items',
+           'build_video_dataset', 'build_dataset', 'encode_images', 'draw_latents', 'batch_latents', 'noise_target',
            'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples',
            'rng_state', 'set_rng_state', 'process_state', 'set_process_state', 'load_trained_weights', 'resume_point',
            'load_checkpoint', 'save_checkpoint', 'Tracker', 'NonFiniteLossError', 'save_final', 'train']
@@ -115,22 +115,6 @@ def apply_train_scope(unet, cfg:dict):
             if "motion_modules" in n: p.requires_grad_(False)
     return unet
 
-# %% ../../nbs/06_trainer.ipynb #6f9cb22f
-def setup_models(cfg:dict, device="cpu"):
-    "Components with a trainable UNet, frozen encoders, and the reference (None for SFT): a copy, or with LoRA a view of the UNet."
-    comps = build_components(cfg)
-    frozen_dtype = as_dtype(cfg["model_dtype"])
-    for frozen in (comps.text_encoder, comps.vae):
-        if frozen is None: continue
-        frozen.requires_grad_(False).eval().to(device)
-        if frozen.dtype != frozen_dtype: frozen.to(dtype=frozen_dtype)
-    unet = comps.unet.float()
-    apply_train_scope(unet, cfg)
-    if cfg["train_gradient_checkpointing"]: unet.enable_gradient_checkpointing()
-    unet.train()
-    ref_unet = None if cfg["train_method"] == "sft" else build_reference(unet, cfg, device)
-    return comps, ref_unet
-
 # %% ../../nbs/06_trainer.ipynb #e0baf70d
 def reference_kind(cfg:dict)->str:
     "`copy` (a frozen second UNet) or `shared` (the trained UNet with other adapters), as `ref_model` resolves."
@@ -158,10 +142,47 @@ def build_reference(unet, cfg:dict, device):
     if cfg["train_method"] == "dpo": return AdapterView(unet, None)     # θ0: the base model, adapters off
     return add_reference_adapter(unet)                                 # SePPO: the pool's snapshots go into slot "ref"
 
+# %% ../../nbs/06_trainer.ipynb #6f9cb22f
+def setup_models(cfg:dict, device="cpu"):
+    "Components with a trainable UNet, frozen encoders, and the reference (None for SFT): a copy, or with LoRA a view of the UNet."
+    comps = build_components(cfg)
+    frozen_dtype = as_dtype(cfg["model_dtype"])
+    for frozen in (comps.text_encoder, comps.vae):
+        if frozen is None: continue
+        frozen.requires_grad_(False).eval().to(device)
+        if frozen.dtype != frozen_dtype: frozen.to(dtype=frozen_dtype)
+    unet = comps.unet.float()
+    apply_train_scope(unet, cfg)
+    if cfg["train_gradient_checkpointing"]: unet.enable_gradient_checkpointing()
+    unet.train()
+    ref_unet = None if cfg["train_method"] == "sft" else build_reference(unet, cfg, device)
+    return comps, ref_unet
+
 # %% ../../nbs/06_trainer.ipynb #bb8f10db
 def reference_context(ref):
     "A context giving the reference as a module: a view's UNet with its adapter switched on, or the copy itself."
     return ref.active() if isinstance(ref, AdapterView) else nullcontext(ref)
+
+# %% ../../nbs/06_trainer.ipynb #25df8ccc
+def video_items(cfg:dict, mode:str)->list[dict]:
+    "The clips of a `videofolder` source; the null control's coin (seeded by train_seed) picks each pair's winner."
+    captions = cfg["data_captions_file"]
+    if captions == OPTION_BY_NAME["data_captions_file"].default and not (Path(cfg["data_path"]) / captions).is_file():
+        captions = None                                                 # the folder's own captions file (ChronoMagic's)
+    if not cfg["data_random_labels"]: return video_folder_items(cfg["data_path"], captions=captions, mode=mode)
+    pairs = video_folder_items(cfg["data_path"], captions=captions, mode="pairs")
+    coin = null_control_coin(cfg["train_seed"], len(pairs))   # the coin of Pick-a-Pic's rows, over clip pairs
+    pairs = [it | {"video_w": it["video_l"], "video_l": it["video_w"]} if c else it for it, c in zip(pairs, coin)]
+    return pairs if mode == "pairs" else [{"caption": it["caption"], "video": it["video_w"]} for it in pairs]
+
+# %% ../../nbs/06_trainer.ipynb #b6221574
+def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
+    "Clips (winners) or clip pairs of a `videofolder` source, `data_num_frames` frames each."
+    return VideoDataset(video_items(cfg, mode), num_frames=cfg["data_num_frames"], resolution=cfg["data_resolution"],
+                        frame_stride=cfg["data_frame_stride"], center_crop=cfg["data_center_crop"],
+                        random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
+                        seed=cfg["train_seed"], on_error=cfg["data_on_error"],
+                        random_start=not cfg["data_precompute_latents"])      # cached latents fix a clip's frames
 
 # %% ../../nbs/06_trainer.ipynb #8e712008
 def build_dataset(cfg:dict, output_dir=None):
@@ -184,27 +205,6 @@ def build_dataset(cfg:dict, output_dir=None):
     return PreferenceDataset(items, resolution=cfg["data_resolution"], center_crop=cfg["data_center_crop"],
                              random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
                              seed=cfg["train_seed"], on_error=cfg["data_on_error"])
-
-# %% ../../nbs/06_trainer.ipynb #25df8ccc
-def video_items(cfg:dict, mode:str)->list[dict]:
-    "The clips of a `videofolder` source; the null control's coin (seeded by train_seed) picks each pair's winner."
-    captions = cfg["data_captions_file"]
-    if captions == OPTION_BY_NAME["data_captions_file"].default and not (Path(cfg["data_path"]) / captions).is_file():
-        captions = None                                                 # the folder's own captions file (ChronoMagic's)
-    if not cfg["data_random_labels"]: return video_folder_items(cfg["data_path"], captions=captions, mode=mode)
-    pairs = video_folder_items(cfg["data_path"], captions=captions, mode="pairs")
-    coin = null_control_coin(cfg["train_seed"], len(pairs))   # the coin of Pick-a-Pic's rows, over clip pairs
-    pairs = [it | {"video_w": it["video_l"], "video_l": it["video_w"]} if c else it for it, c in zip(pairs, coin)]
-    return pairs if mode == "pairs" else [{"caption": it["caption"], "video": it["video_w"]} for it in pairs]
-
-# %% ../../nbs/06_trainer.ipynb #b6221574
-def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
-    "Clips (winners) or clip pairs of a `videofolder` source, `data_num_frames` frames each."
-    return VideoDataset(video_items(cfg, mode), num_frames=cfg["data_num_frames"], resolution=cfg["data_resolution"],
-                        frame_stride=cfg["data_frame_stride"], center_crop=cfg["data_center_crop"],
-                        random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
-                        seed=cfg["train_seed"], on_error=cfg["data_on_error"],
-                        random_start=not cfg["data_precompute_latents"])      # cached latents fix a clip's frames
 
 # %% ../../nbs/06_trainer.ipynb #d2a9270c
 def encode_images(vae, pixel_values:torch.Tensor, moments:bool=False)->torch.Tensor:

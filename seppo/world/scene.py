@@ -16,7 +16,7 @@ from PIL import Image
 # %% auto #0
 __all__ = ['COLOURS', 'BACKGROUNDS', 'SIZES', 'SHAPES', 'POSITIONS', 'DIRECTIONS', 'FLAW_KINDS', 'ORACLE_TERMS', 'SHAPE_GEOMETRY',
            'WorldConfig', 'prompt_text', 'parse_prompt', 'heldout_pairs', 'all_prompts', 'split_prompts', 'coverage',
-           'render', 'show_grid', 'image_batch', 'draw_flaws', 'sample_base', 'analyse', 'detect_attributes',
+           'render', 'image_batch', 'show_grid', 'draw_flaws', 'sample_base', 'analyse', 'detect_attributes',
            'oracle_terms', 'oracle_scores', 'oracle_score', 'bt_probability', 'bt_label', 'render_clip']
 
 # %% ../../nbs/12_world.ipynb #9ca61bec
@@ -296,22 +296,6 @@ def render(
     rng = None if seed is None else _rng(seed)
     return _compose(attrs, _draw_jitter(rng, cfg), flaws, cfg, rng)
 
-# %% ../../nbs/12_world.ipynb #65fe52ef
-def show_grid(
-    images,              # (N, H, W, 3) uint8 or a list of (H, W, 3) / PIL images; clips (F, H, W, 3) work too
-    ncols:int=8,         # images per row
-    scale:int=4,         # nearest-neighbour magnification
-)->Image.Image:
-    "A PIL mosaic of small images, magnified, with a one-pixel gap."
-    a = image_batch(images)
-    n, H, W, _ = a.shape
-    rows = -(-n // ncols)
-    out = np.full((rows * (H + 1) + 1, min(n, ncols) * (W + 1) + 1, 3), 128, np.uint8)
-    for i, im in enumerate(a):
-        r, c = divmod(i, ncols)
-        out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = im
-    return Image.fromarray(out).resize((out.shape[1] * scale, out.shape[0] * scale), Image.NEAREST)
-
 # %% ../../nbs/12_world.ipynb #1520da8e
 def image_batch(
     images, # (N, H, W, 3) or (H, W, 3) uint8 array, or a list of uint8 arrays / PIL images
@@ -329,6 +313,22 @@ def image_batch(
         raise ValueError(f"images must be uint8 in 0-255, found dtype {images.dtype} (floats in [0, 1]: "
                          f"(x * 255).round().astype(np.uint8))")
     return images
+
+# %% ../../nbs/12_world.ipynb #65fe52ef
+def show_grid(
+    images,              # (N, H, W, 3) uint8 or a list of (H, W, 3) / PIL images; clips (F, H, W, 3) work too
+    ncols:int=8,         # images per row
+    scale:int=4,         # nearest-neighbour magnification
+)->Image.Image:
+    "A PIL mosaic of small images, magnified, with a one-pixel gap."
+    a = image_batch(images)
+    n, H, W, _ = a.shape
+    rows = -(-n // ncols)
+    out = np.full((rows * (H + 1) + 1, min(n, ncols) * (W + 1) + 1, 3), 128, np.uint8)
+    for i, im in enumerate(a):
+        r, c = divmod(i, ncols)
+        out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = im
+    return Image.fromarray(out).resize((out.shape[1] * scale, out.shape[0] * scale), Image.NEAREST)
 
 # %% ../../nbs/12_world.ipynb #8441420c
 def draw_flaws(
