@@ -188,7 +188,9 @@ def test_resume_after_the_scorer_fails_and_after_damage(setup, monkeypatch):
     shutil.rmtree(out / ev.clip_relpath(1, 1))
     cut = out / ev.clip_relpath(4, 4) / "002.png"
     cut.write_bytes(cut.read_bytes()[:25])
-    write_video(out / ev.CLIPS_DIR / ".00003-3.k2x8wq.tmp", first[3][:2])   # as replace_folder names it
+    half = out / ev.CLIPS_DIR / ".00003-3.k2x8wq.tmp"                 # as replace_folder names its folder
+    half.mkdir()
+    write_video(half, first[3][:2])
     (out / METRICS_FILE).unlink()
     kept = {p: t for p, t in times.items() if p.parent.name not in ("00001-1", "00004-4")}
     written = Counter(monkeypatch, "_write_clip")
