@@ -27,8 +27,8 @@ from ..utils import atomic_write
 # %% auto #0
 __all__ = ['PICKAPIC_COLUMNS', 'PICKAPIC_LABELS', 'PICKAPIC_MODES', 'INTERPOLATIONS', 'Augment', 'ON_ERROR', 'LATENTS_FORMAT',
            'read_pickapic', 'ItemList', 'null_control_coin', 'pickapic_items', 'image_folder_items', 'augment_draws',
-           'resize_crop', 'to_pixels', 'UnreadableDatasetError', 'open_image', 'PreferenceDataset', 'collate',
-           'LatentDataset', 'precompute_latents']
+           'crop_box', 'size_ids', 'resize_crop', 'to_pixels', 'UnreadableDatasetError', 'open_image',
+           'PreferenceDataset', 'collate', 'LatentDataset', 'precompute_latents']
 
 # %% ../../nbs/05_data.ipynb #faea5190
 _logger = logging.getLogger("seppo.core.data")
@@ -223,6 +223,26 @@ def _resample(interpolation):
         raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
     return INTERPOLATIONS[interpolation]
 
+def crop_box(
+    size:tuple[int, int], # (w, h) of the image
+    resolution:int,       # side of the square crop
+    crop_at:tuple[float, float]|None=None, # (u_y, u_x) in [0, 1) places a random crop; None crops the centre
+)->tuple[tuple[int, int], int, int]: # (w, h) after resizing, and the crop's (top, left) in the resized image
+    "Where `resize_crop` crops: the shorter side resized to `resolution`, a square at the centre or at `crop_at`."
+    w, h = size
+    if min(w, h) != resolution:  # torchvision's rule: the longer side is truncated, int(res * long / short)
+        w, h = (resolution, int(resolution * h / w)) if w <= h else (int(resolution * w / h), resolution)
+    if crop_at is None: return (w, h), int(round((h - resolution) / 2.0)), int(round((w - resolution) / 2.0))
+    return (w, h), min(int(crop_at[0] * (h - resolution + 1)), h - resolution), min(int(crop_at[1] * (w - resolution + 1)), w - resolution)
+
+def size_ids(
+    original_size:tuple[int, int],  # (h, w) of the image as it was read
+    crop_top_left:tuple[int, int],  # (top, left) of the crop in the resized image
+    target_size:tuple[int, int],    # (h, w) trained at
+)->Tensor:                          # (6,) float32, SDXL's `time_ids` of one image
+    "SDXL's size conditioning of one training image: original size, crop corner and target size."
+    return torch.tensor([*original_size, *crop_top_left, *target_size], dtype=torch.float32)
+
 def resize_crop(
     img:Image.Image,      # any size
     resolution:int,       # side of the square output, in pixels
@@ -230,15 +250,8 @@ def resize_crop(
     interpolation:str="bilinear", # one of `INTERPOLATIONS`
 )->Image.Image:           # resolution × resolution
     "Resize the shorter side to `resolution`, then crop a square at the centre or at `crop_at`."
-    w, h = img.size
-    if min(w, h) != resolution:  # torchvision's rule: the longer side is truncated, int(res * long / short)
-        size = (resolution, int(resolution * h / w)) if w <= h else (int(resolution * w / h), resolution)
-        img = img.resize(size, _resample(interpolation))
-    w, h = img.size
-    if crop_at is None: top, left = int(round((h - resolution) / 2.0)), int(round((w - resolution) / 2.0))
-    else:
-        top = min(int(crop_at[0] * (h - resolution + 1)), h - resolution)
-        left = min(int(crop_at[1] * (w - resolution + 1)), w - resolution)
+    size, top, left = crop_box(img.size, resolution, crop_at)
+    if size != img.size: img = img.resize(size, _resample(interpolation))
     return img.crop((left, top, left + resolution, top + resolution))
 
 def to_pixels(img:Image.Image)->Tensor: # (3, H, W) float32 in [-1, 1]
@@ -249,6 +262,7 @@ def to_pixels(img:Image.Image)->Tensor: # (3, H, W) float32 in [-1, 1]
 # %% ../../nbs/05_data.ipynb #301a281d
 _IMAGE_KEYS = {"winners": ("image",), "pairs": ("image_w", "image_l")}
 _PIXEL_KEYS = {"image": "pixel_values", "image_w": "pixel_values_w", "image_l": "pixel_values_l"}
+_TIME_KEYS = {"image": "time_ids", "image_w": "time_ids_w", "image_l": "time_ids_l"}  # SDXL's size conditioning
 ON_ERROR = ("skip", "raise")
 
 class _Unreadable(Exception): pass
@@ -315,12 +329,13 @@ class PreferenceDataset(Dataset):
         seed:int=0,                 # data seed, >= 0; the run's seed keeps runs reproducible
         on_error:str="skip",        # unreadable image: "skip" (use the next readable item, count it) or "raise"
         interpolation:str="bilinear", # resize filter, one of `INTERPOLATIONS`
+        size_conditioning:bool=False, # also give each image's SDXL `time_ids` (original size, crop corner, target size)
     ):
         self.mode = _items_mode(items)
         _check_dataset_args(resolution, empty_prompt_prob, on_error, interpolation, seed)
         self.items, self.resolution, self.center_crop = list(items), resolution, center_crop
         self.random_flip, self.empty_prompt_prob, self.seed = random_flip, empty_prompt_prob, seed
-        self.on_error, self.interpolation = on_error, interpolation
+        self.on_error, self.interpolation, self.size_conditioning = on_error, interpolation, size_conditioning
         self.image_keys = _IMAGE_KEYS[self.mode]
         self.source = getattr(items, "source", None)  # where the items were read from (`ItemList.source`), or None
         self.epoch, self.skipped_indices, self._bad = 0, [], {}  # _bad: index of an unreadable item -> the reason
@@ -344,12 +359,22 @@ class PreferenceDataset(Dataset):
 
     def _transform(self, imgs, a:Augment|None)->dict:
         "Resize, crop and flip the image(s) of one item alike; `a=None` is the centre crop without flip."
+        originals = [im.size for im in imgs]
         imgs = [imgs[0]] + [im if im.size == imgs[0].size else im.resize(imgs[0].size, _resample(self.interpolation))
                             for im in imgs[1:]]
         crop_at = None if self.center_crop or a is None else (a.crop_y, a.crop_x)
+        flip = a is not None and self.random_flip and a.flip < 0.5
         pix = [to_pixels(resize_crop(im, self.resolution, crop_at, self.interpolation)) for im in imgs]
-        if a is not None and self.random_flip and a.flip < 0.5: pix = [p.flip(-1) for p in pix]
-        return {_PIXEL_KEYS[k]: p for k, p in zip(self.image_keys, pix)}
+        if flip: pix = [p.flip(-1) for p in pix]
+        out = {_PIXEL_KEYS[k]: p for k, p in zip(self.image_keys, pix)}
+        return out | (self._size_ids(originals, crop_at, flip) if self.size_conditioning else {})
+
+    def _size_ids(self, originals:list, crop_at, flip:bool)->dict:
+        "The `time_ids` of one item's image(s) of original (w, h) sizes `originals`; a flip mirrors the crop's left edge."
+        (w, _), top, left = crop_box(originals[0], self.resolution, crop_at)
+        if flip: left = w - self.resolution - left
+        res = (self.resolution, self.resolution)
+        return {_TIME_KEYS[k]: size_ids((h0, w0), (top, left), res) for k, (w0, h0) in zip(self.image_keys, originals)}
 
     def _record_bad(self, j, reason):
         "Raise, or remember, count and log an unreadable item."
@@ -442,7 +467,8 @@ LATENTS_FORMAT = "seppo.latents/1"
 class LatentDataset(Dataset):
     "Cached latents of winners or pairs, with flips and empty prompts drawn per (seed, epoch, index)."
     def __init__(self,
-        tensors:dict[str, Tensor],     # {latents} or {latents_w, latents_l}, each (N, c, h, w); optional `*_flip`
+        tensors:dict[str, Tensor],     # {latents} or {latents_w, latents_l}, each (N, c, h, w); optional `*_flip`, and SDXL's
+                                       # `time_ids` (`time_ids_w`, `time_ids_l`), each (N, 6), with their `*_flip`
         captions:list[str],            # N captions
         random_flip:bool|None=None,    # serve the flipped latents with probability 0.5; default: if they are stored
         empty_prompt_prob:float=0.0,   # probability of replacing the caption by ""
@@ -460,6 +486,12 @@ class LatentDataset(Dataset):
         if not 0.0 <= empty_prompt_prob <= 1.0:
             raise ValueError(f"empty_prompt_prob must be in [0, 1], found {empty_prompt_prob!r}")
         augment_draws(seed, 0, 0)
+        self.time_keys = tuple(k.replace("latents", "time_ids") for k in self.latent_keys)
+        if not all(k in tensors for k in self.time_keys): self.time_keys = ()
+        for k in self.time_keys + tuple(f"{k}_flip" for k in self.time_keys if self.random_flip):
+            if k not in tensors: raise ValueError(f"missing size conditioning {k!r} beside {self.time_keys[0]!r}; found {sorted(tensors)}")
+            if tuple(tensors[k].shape) != (len(captions), 6):
+                raise ValueError(f"{k} must be ({len(captions)}, 6), found {tuple(tensors[k].shape)}")
         self.tensors, self.captions, self.meta = dict(tensors), list(captions), dict(meta or {})
         self.empty_prompt_prob, self.seed, self.epoch = empty_prompt_prob, seed, 0
 
@@ -477,7 +509,7 @@ class LatentDataset(Dataset):
         i = int(i) % n
         a = augment_draws(self.seed, self.epoch, i)
         suffix = "_flip" if self.random_flip and a.flip < 0.5 else ""
-        out = {k: self.tensors[k + suffix][i] for k in self.latent_keys}
+        out = {k: self.tensors[k + suffix][i] for k in self.latent_keys + self.time_keys}
         out["caption"] = "" if a.drop < self.empty_prompt_prob else self.captions[i]
         out["index"] = i
         return out
@@ -527,7 +559,7 @@ def precompute_latents(
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, found {batch_size}")
     names = {_PIXEL_KEYS[k]: _LATENT_KEYS[k] for k in dataset.image_keys}
     chunks = {k: [] for name in names.values() for k in (name, name + "_flip")}
-    kept, pending = [], []
+    kept, pending, times = [], [], {"": [], "_flip": []}
 
     def encode(x):
         z = encode_fn(x)
@@ -550,10 +582,14 @@ def precompute_latents(
             continue
         kept.append(j)
         pending.append(dataset._transform(imgs, None))
+        if dataset.size_conditioning:  # the centre crop's size conditioning, and its mirror's
+            for suffix, flip in (("", False), ("_flip", True)): times[suffix].append(dataset._size_ids([im.size for im in imgs], None, flip))
         if len(pending) == batch_size: flush()
     if pending: flush()
     if not kept: raise dataset._none_readable()
     tensors = {k: torch.cat(v) for k, v in chunks.items() if v}
+    for suffix, rows in times.items():
+        if rows and (dataset.random_flip or not suffix): tensors |= {k + suffix: torch.stack([r[k] for r in rows]) for k in rows[0]}
     meta = {"resolution": dataset.resolution, "interpolation": dataset.interpolation, "mode": dataset.mode,
             "source_items": len(dataset), "source_indices": kept, "num_skipped": len(dataset) - len(kept)}
     return LatentDataset(tensors, [dataset.items[j]["caption"] for j in kept], random_flip=dataset.random_flip,

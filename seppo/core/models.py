@@ -25,7 +25,7 @@ import transformers
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from safetensors import safe_open
 from torch import Tensor
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from ..utils import few
 
@@ -33,10 +33,11 @@ from ..utils import few
 __all__ = ['BPE_FILE', 'BOS_TOKEN', 'EOS_TOKEN', 'COMPONENT_NAMES', 'SD_LAYOUT', 'CONFIG_FILES', 'TOKENIZER_SOURCES',
            'SD15_SCHEDULER_CONFIG', 'ADAPTER_FIT', 'WEIGHTS_FILES', 'TRAIN_SCOPES', 'LORA_SIDES', 'LORA_TARGETS',
            'REF_ADAPTER', 'LORA_WEIGHTS_FILE', 'clip_tokenizer', 'Components', 'tiny_components', 'encode_prompt',
-           'is_video_unet', 'frame_embeds', 'zero_motion_outputs', 'shape_diff', 'motion_adapter_mismatch',
-           'check_motion_adapter', 'inflate_unet', 'tiny_motion_adapter', 'tiny_video_components', 'save_components',
-           'check_motion_adapter_folder', 'load_motion_adapter', 'load_components', 'lora_target_modules',
-           'set_train_scope', 'trained_adapter', 'AdapterView', 'add_reference_adapter', 'save_lora']
+           'is_video_unet', 'is_sdxl_unet', 'tiny_xl_components', 'encode_prompt_xl', 'frame_embeds',
+           'zero_motion_outputs', 'shape_diff', 'motion_adapter_mismatch', 'check_motion_adapter', 'inflate_unet',
+           'tiny_motion_adapter', 'tiny_video_components', 'save_components', 'check_motion_adapter_folder',
+           'load_motion_adapter', 'load_components', 'lora_target_modules', 'set_train_scope', 'trained_adapter',
+           'AdapterView', 'add_reference_adapter', 'save_lora']
 
 # %% ../../nbs/01_models.ipynb #81a1cf90
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -170,6 +171,52 @@ def _unwrap(model):
 def is_video_unet(unet)->bool:
     "Whether `unet` (or the model a DDP / torch.compile wrapper holds) is a motion model: per-frame text embeddings."
     return isinstance(_unwrap(unet), UNetMotionModel)
+
+def is_sdxl_unet(unet)->bool:
+    "Whether `unet` (or the model a wrapper holds) takes SDXL's added conditioning (`text_embeds`, `time_ids`)."
+    return getattr(_unwrap(unet).config, "addition_embed_type", None) == "text_time"
+
+# %% ../../nbs/01_models.ipynb #58713414
+def tiny_xl_components(
+    seed:int=0,         # the weights depend on this only; the global RNG state is left untouched
+    sample_size:int=8,  # latent side (images are twice this)
+)->Components:          # in eval mode on the CPU, float32
+    "Randomly initialised SDXL-like components at toy size (two text encoders, size-conditioned UNet), deterministic in `seed`."
+    base = tiny_components(seed, sample_size=sample_size)
+    te_cfg = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32,
+                  vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        unet = UNet2DConditionModel(
+            sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=64, norm_num_groups=32, addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=32 + 6 * 8, transformer_layers_per_block=1)
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**te_cfg, pad_token_id=1))
+    for m in (unet, text_encoder_2): m.eval()
+    return Components(unet=unet, scheduler=base.scheduler, tokenizer=base.tokenizer, text_encoder=base.text_encoder,
+                      vae=base.vae, tokenizer_2=clip_tokenizer(pad_token="!"), text_encoder_2=text_encoder_2)
+
+# %% ../../nbs/01_models.ipynb #a197ea25
+def _hidden_and_pooled(tokenizer, text_encoder, prompts:list[str])->tuple[Tensor, Tensor]:
+    "One SDXL encoder's penultimate hidden state `(B, L, D)` and first output (pooled, for the projection model)."
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(text_encoder.device)
+    with torch.no_grad(): out = text_encoder(ids, output_hidden_states=True)
+    return out.hidden_states[-2], out[0]
+
+def encode_prompt_xl(
+    components:Components,       # with tokenizer_2 and text_encoder_2
+    prompts:str|list[str],       # B prompts
+)->tuple[Tensor, Tensor]:        # (B, L, D1 + D2) embeddings, (B, P) pooled embeddings of the second encoder
+    "Prompt embeddings as `StableDiffusionXLPipeline.encode_prompt` computes them (no gradients, `clip_skip=None`)."
+    if isinstance(prompts, str): prompts = [prompts]
+    if not len(prompts): raise ValueError("encode_prompt_xl needs at least one prompt")
+    if components.text_encoder_2 is None or components.tokenizer_2 is None:
+        raise ValueError("encode_prompt_xl needs SDXL components: tokenizer_2 and text_encoder_2 are missing")
+    h1, _ = _hidden_and_pooled(components.tokenizer, components.text_encoder, list(prompts))
+    h2, pooled = _hidden_and_pooled(components.tokenizer_2, components.text_encoder_2, list(prompts))
+    return torch.cat([h1, h2.to(h1.device, h1.dtype)], dim=-1), pooled
 
 # %% ../../nbs/01_models.ipynb #5bd8dbc8
 def frame_embeds(

@@ -12,7 +12,7 @@ import logging
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +29,11 @@ from .checkpoints import (CKPT_PREFIX, check_output_dir, check_resume_config, ch
                                     clear_run_state, list_checkpoints, newest_intact_checkpoint, truncate_log)
 from .config import OPTION_BY_NAME, config_hash, resolve_sources
 from .data import (PreferenceDataset, collate, image_folder_items, null_control_coin, pickapic_items,
-                             precompute_latents, read_pickapic)
+                             precompute_latents, read_pickapic, size_ids)
 from .hooks import apply_hooks, run_hooks
 from .losses import denoising_error, dpo_loss, seppo_loss, sft_loss, split_pair
-from .models import (AdapterView, add_reference_adapter, encode_prompt, frame_embeds, is_video_unet,
+from .models import (AdapterView, add_reference_adapter, encode_prompt, encode_prompt_xl, frame_embeds,
+                               is_sdxl_unet, is_video_unet,
                                load_components, save_components, save_lora, set_train_scope, tiny_components,
                                tiny_video_components)
 from .reference import ReferencePool, trainable_state_dict
@@ -45,13 +46,14 @@ from ..utils import (DamagedFile, NoSpaceError, as_dtype, durable_replace, is_no
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'sample_key', 'sample_generators',
-           'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components', 'apply_train_scope',
-           'reference_kind', 'reference_dtype', 'build_reference', 'setup_models', 'reference_context', 'video_items',
-           'build_video_dataset', 'build_dataset', 'encode_images', 'draw_latents', 'batch_latents', 'noise_target',
-           'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples',
-           'rng_state', 'set_rng_state', 'process_state', 'set_process_state', 'load_trained_weights', 'resume_point',
-           'load_checkpoint', 'save_checkpoint', 'Tracker', 'NonFiniteLossError', 'save_final', 'train']
+__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'OPTIMIZERS', 'sample_key',
+           'sample_generators', 'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components',
+           'apply_train_scope', 'reference_kind', 'reference_dtype', 'build_reference', 'setup_models', 'offloaded',
+           'reference_context', 'video_items', 'build_video_dataset', 'build_dataset', 'encode_images', 'draw_latents',
+           'batch_latents', 'text_conditioning', 'added_conditioning', 'noise_target', 'denoise_errors', 'pair_inputs',
+           'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples', 'rng_state', 'set_rng_state',
+           'process_state', 'set_process_state', 'load_trained_weights', 'resume_point', 'load_checkpoint',
+           'save_checkpoint', 'Tracker', 'NonFiniteLossError', 'save_final', 'build_optimizer', 'train']
 
 # %% ../../nbs/06_trainer.ipynb #ae3d546c
 PURPOSES = {"timestep": 0, "noise": 1, "reference": 2, "latent": 3}
@@ -138,7 +140,8 @@ def reference_dtype(cfg:dict)->torch.dtype:
 def build_reference(unet, cfg:dict, device):
     "The frozen reference of Diffusion-DPO or SePPO: a copy of `unet`, or (LoRA) a view of `unet` itself."
     if reference_kind(cfg) == "copy":
-        return copy.deepcopy(unet).requires_grad_(False).eval().to(device, reference_dtype(cfg))
+        home = "cpu" if cfg["train_offload"] else device                # offloaded: in CPU memory between uses
+        return copy.deepcopy(unet).requires_grad_(False).eval().to(home, reference_dtype(cfg))
     if cfg["train_method"] == "dpo": return AdapterView(unet, None)     # θ0: the base model, adapters off
     return add_reference_adapter(unet)                                 # SePPO: the pool's snapshots go into slot "ref"
 
@@ -147,9 +150,9 @@ def setup_models(cfg:dict, device="cpu"):
     "Components with a trainable UNet, frozen encoders, and the reference (None for SFT): a copy, or with LoRA a view of the UNet."
     comps = build_components(cfg)
     frozen_dtype = as_dtype(cfg["model_dtype"])
-    for frozen in (comps.text_encoder, comps.vae):
+    for frozen in (comps.text_encoder, comps.text_encoder_2, comps.vae):
         if frozen is None: continue
-        frozen.requires_grad_(False).eval().to(device)
+        frozen.requires_grad_(False).eval().to("cpu" if cfg["train_offload"] else device)
         if frozen.dtype != frozen_dtype: frozen.to(dtype=frozen_dtype)
     unet = comps.unet.float()
     apply_train_scope(unet, cfg)
@@ -159,9 +162,25 @@ def setup_models(cfg:dict, device="cpu"):
     return comps, ref_unet
 
 # %% ../../nbs/06_trainer.ipynb #bb8f10db
-def reference_context(ref):
-    "A context giving the reference as a module: a view's UNet with its adapter switched on, or the copy itself."
-    return ref.active() if isinstance(ref, AdapterView) else nullcontext(ref)
+@contextmanager
+def offloaded(device, enabled:bool, *modules):
+    "The block runs with `modules` (None skipped) on `device`: with `enabled` (train_offload) moved there from CPU memory and back afterwards, else left where they are."
+    modules = [m for m in modules if m is not None]
+    if not enabled: yield; return
+    for m in modules: m.to(device)
+    try: yield
+    finally:
+        for m in modules: m.to("cpu")
+
+def reference_context(ref, offload_to=None):
+    "A context giving the reference as a module: a view's UNet with its adapter switched on, or the copy itself (with `offload_to`, moved onto that device for the block)."
+    if isinstance(ref, AdapterView): return ref.active()
+    if offload_to is None: return nullcontext(ref)
+    return _offloaded_reference(ref, offload_to)
+
+@contextmanager
+def _offloaded_reference(ref, device):
+    with offloaded(device, True, ref): yield ref
 
 # %% ../../nbs/06_trainer.ipynb #25df8ccc
 def video_items(cfg:dict, mode:str)->list[dict]:
@@ -185,15 +204,17 @@ def build_video_dataset(cfg:dict, mode:str)->VideoDataset:
                         random_start=not cfg["data_precompute_latents"])      # cached latents fix a clip's frames
 
 # %% ../../nbs/06_trainer.ipynb #8e712008
-def build_dataset(cfg:dict, output_dir=None):
-    "The preference dataset the config names, in winners or pairs mode."
+def build_dataset(cfg:dict, output_dir=None, size_conditioning:bool=False):
+    "The preference dataset the config names, in winners or pairs mode (SDXL: with each image's `time_ids`)."
     mode = "pairs" if cfg["train_method"] == "dpo" else "winners"
     source, path = cfg["data_source"], cfg["data_path"]
     if source == "toy":
         path = Path(path or Path(output_dir or cfg["output_dir"]) / "toy-data")
         path = make_toy_pickapic(path, n=cfg["data_toy_size"], resolution=cfg["data_resolution"], seed=cfg["train_seed"])
     if path is None: raise ValueError(f"data_path is required for data_source={source!r}")
-    if source == "videofolder": return build_video_dataset(cfg, mode)
+    if source == "videofolder":
+        if size_conditioning: raise ValueError("an SDXL UNet trains on images: data_source 'videofolder' has no SDXL path")
+        return build_video_dataset(cfg, mode)
     if source in ("pickapic", "toy"):
         items = pickapic_items(read_pickapic(path, split=cfg["data_split"]), mode,
                                random_labels=cfg["train_seed"] if cfg["data_random_labels"] else None)
@@ -204,7 +225,7 @@ def build_dataset(cfg:dict, output_dir=None):
         items = image_folder_items(path, captions=cfg["data_captions_file"])
     return PreferenceDataset(items, resolution=cfg["data_resolution"], center_crop=cfg["data_center_crop"],
                              random_flip=cfg["data_random_flip"], empty_prompt_prob=cfg["data_empty_prompt_prob"],
-                             seed=cfg["train_seed"], on_error=cfg["data_on_error"])
+                             seed=cfg["train_seed"], on_error=cfg["data_on_error"], size_conditioning=size_conditioning)
 
 # %% ../../nbs/06_trainer.ipynb #d2a9270c
 def encode_images(vae, pixel_values:torch.Tensor, moments:bool=False)->torch.Tensor:
@@ -233,6 +254,26 @@ def batch_latents(batch:dict, vae, device, generators:list|None=None)->tuple[tor
     zs = tuple(z.to(device) for z in zs)
     return tuple(draw_latents(z, generators) for z in zs) if moments else zs  # a pair's loser continues each generator
 
+# %% ../../nbs/06_trainer.ipynb #ba9a7845
+def text_conditioning(comps, captions:list[str], device)->tuple[torch.Tensor, torch.Tensor|None]:
+    "Prompt embeddings `(B, L, D)` of `captions` and, for SDXL (two text encoders), the pooled ones `(B, P)`; float32 on `device`."
+    if comps.text_encoder_2 is None:
+        return encode_prompt(comps.tokenizer, comps.text_encoder, captions).to(device).float(), None
+    embeds, pooled = encode_prompt_xl(comps, captions)        # an empty caption is empty for both encoders
+    return embeds.to(device).float(), pooled.to(device).float()
+
+def added_conditioning(batch:dict, pooled)->dict|None:
+    "SDXL's added conditioning of a collated batch: the pooled text and each image's `time_ids` (a pair's loser's as `time_ids_l`); None without SDXL."
+    if pooled is None: return None
+    pairs = any(k in batch for k in ("time_ids_w", "pixel_values_w", "latents_w"))
+    keys = ("time_ids_w", "time_ids_l") if pairs else ("time_ids",)
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"SDXL training needs each image's size conditioning, but the batch has no {missing[0]!r} "
+                       f"(keys: {sorted(batch)}); build the dataset with size_conditioning=True")
+    out = {"text_embeds": pooled, "time_ids": batch[keys[0]].to(pooled)}
+    return out | ({"time_ids_l": batch["time_ids_l"].to(pooled)} if len(keys) == 2 else {})
+
 # %% ../../nbs/06_trainer.ipynb #efe21ff7
 def noise_target(scheduler, latents, noise, timesteps):
     "What the UNet should predict: ε, or v for v-prediction."
@@ -241,17 +282,19 @@ def noise_target(scheduler, latents, noise, timesteps):
     if kind == "v_prediction": return scheduler.get_velocity(latents, noise, timesteps)
     raise ValueError(f"unsupported prediction_type {kind!r} (expected epsilon or v_prediction)")
 
-def denoise_errors(unet, scheduler, latents, noise, timesteps, prompt_embeds)->torch.Tensor:
-    "Per-sample errors `(N,)` of `unet` on `latents` noised with `noise` at `timesteps`."
+def denoise_errors(unet, scheduler, latents, noise, timesteps, prompt_embeds, added_cond_kwargs=None)->torch.Tensor:
+    "Per-sample errors `(N,)` of `unet` on `latents` noised with `noise` at `timesteps` (SDXL: with its `added_cond_kwargs`)."
     noisy = scheduler.add_noise(latents, noise, timesteps)
     if latents.ndim == 5: prompt_embeds = frame_embeds(unet, prompt_embeds, latents.shape[2])  # a motion UNet
-    model_pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
+    model_pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added_cond_kwargs).sample
     return denoising_error(model_pred, noise_target(scheduler, latents, noise, timesteps))
 
-def pair_inputs(latents_w, latents_o, noise, timesteps, prompt_embeds):
-    "Stack a pair batch: `[w; other]` with the noise, timesteps and prompts of each pair repeated."
-    return (torch.cat([latents_w, latents_o]), torch.cat([noise, noise]), torch.cat([timesteps, timesteps]),
-            torch.cat([prompt_embeds, prompt_embeds]))
+def pair_inputs(latents_w, latents_o, noise, timesteps, prompt_embeds, added:dict|None=None, time_ids_o=None):
+    "Stack a pair batch: `[w; other]` with the noise, timesteps and prompts of each pair repeated (SDXL: and the pooled text, with each side's `time_ids`)."
+    out = (torch.cat([latents_w, latents_o]), torch.cat([noise, noise]), torch.cat([timesteps, timesteps]),
+           torch.cat([prompt_embeds, prompt_embeds]))
+    if added is None: return out
+    return out + ({"text_embeds": torch.cat([added["text_embeds"]] * 2), "time_ids": torch.cat([added["time_ids"], time_ids_o])},)
 
 # %% ../../nbs/06_trainer.ipynb #939fd0a9
 @dataclass
@@ -266,6 +309,9 @@ class Step:
     micro:int = 0
     positions:tuple = ()
     timings:dict = field(default_factory=dict)
+    negative_pooled:torch.Tensor = None  # SDXL: the unconditional pooled embedding (1, P) of reference sampling
+    time_ids:torch.Tensor = None         # SDXL: (1, 6) size conditioning of a generated sample (target size, no crop)
+    offload_to:object = None             # train_offload: the device a copied reference is moved onto while it runs
 
 # %% ../../nbs/06_trainer.ipynb #6bc0be1b
 def _timed(step:Step, name:str, t0:float):
@@ -278,14 +324,20 @@ def reference_samples(
     generators:list,       # one per sample (`sample_generators(..., "reference")`): its initial and step noise
     shape:tuple,           # (N, C, ...) of the samples
     batch_size:int|None=None, # denoise at most this many at once (`sample_batch_size`); None: all N
+    pooled=None,           # SDXL: (N, P) pooled prompt embeddings; the samples are conditioned on `step.time_ids`
 )->torch.Tensor:           # (N, C, ...) float32 reference latents x0_r, no grad
     "SePPO's reference samples x0_r: the reference UNet's samples for these prompts, timed as `sampling`."
     cfg, t0 = step.cfg, time.perf_counter()
-    with reference_context(step.ref_unet) as ref:
+    added = negative = None
+    if pooled is not None:  # as StableDiffusionXLPipeline conditions a generated image: target size, crop (0, 0)
+        added = {"text_embeds": pooled, "time_ids": step.time_ids}
+        negative = {"text_embeds": step.negative_pooled, "time_ids": step.time_ids}
+    with reference_context(step.ref_unet, step.offload_to) as ref:
         out = sample_reference(ref, step.sample_scheduler, prompt_embeds, negative_prompt_embeds=step.negative_embeds,
                                guidance_scale=cfg["sample_guidance_scale"], num_inference_steps=cfg["sample_num_steps"],
                                eta=cfg["sample_eta"], generator=generators, latents_shape=shape,
-                               batch_size=batch_size).float()
+                               batch_size=batch_size, added_cond_kwargs=added,
+                               negative_added_cond_kwargs=negative if cfg["sample_guidance_scale"] > 1 else None).float()
     _timed(step, "sampling", t0)
     return out
 
@@ -296,6 +348,7 @@ def micro_batch_loss(
     prompt_embeds,         # (B, L, D)
     step:Step,             # frozen pieces and draw coordinates
     reference:torch.Tensor|None=None, # SePPO: this micro-batch's reference samples, drawn beforehand (`update_reference_samples`)
+    added:dict|None=None,  # SDXL: `text_embeds` (B, P) and the images' `time_ids` (B, 6), with `time_ids_l` for pairs
 )->tuple[torch.Tensor, dict]:
     "Loss and info of one micro-batch for `cfg['train_method']`."
     cfg, seed = step.cfg, step.cfg["train_seed"]
@@ -308,17 +361,20 @@ def micro_batch_loss(
     method = cfg["train_method"]
     if method == "sft":
         t0 = time.perf_counter()
-        loss, info = sft_loss(denoise_errors(unet, step.noise_scheduler, latents_w, noise, timesteps, prompt_embeds))
+        loss, info = sft_loss(denoise_errors(unet, step.noise_scheduler, latents_w, noise, timesteps, prompt_embeds,
+                                             None if added is None else {k: added[k] for k in ("text_embeds", "time_ids")}))
         _timed(step, "forward_backward", t0)
         return loss, info
     if method == "seppo":
         latents_o = reference if reference is not None else reference_samples(
-            step, prompt_embeds, gens("reference"), tuple(latents_w.shape))
+            step, prompt_embeds, gens("reference"), tuple(latents_w.shape),
+            pooled=None if added is None else added["text_embeds"])
+        time_ids_o = None if added is None else step.time_ids.expand(len(latents_w), -1)   # a generated sample's
     else:
-        latents_o = latents[1]
-    inputs = pair_inputs(latents_w, latents_o, noise, timesteps, prompt_embeds)
+        latents_o, time_ids_o = latents[1], None if added is None else added["time_ids_l"]
+    inputs = pair_inputs(latents_w, latents_o, noise, timesteps, prompt_embeds, added, time_ids_o)
     t0 = time.perf_counter()
-    with torch.no_grad(), reference_context(step.ref_unet) as ref:
+    with torch.no_grad(), reference_context(step.ref_unet, step.offload_to) as ref:
         ref_losses = denoise_errors(ref, step.noise_scheduler, *inputs)
     _timed(step, "ref_forward", t0)
     t0 = time.perf_counter()
@@ -338,11 +394,13 @@ def update_reference_samples(
     positions:list,     # per micro-batch: the global positions of its samples
     shape:tuple,        # (C, ...) of one sample
     batch_size:int,     # `sample_batch_size`: samples denoised at once
+    pooled:list|None=None, # SDXL: per micro-batch, (B, P) pooled prompt embeddings
 )->list[torch.Tensor]:  # per micro-batch: (B, C, ...) reference latents, the ones micro_batch_loss would draw
     "All reference samples of one update, `batch_size` at a time, split back into its micro-batches."
     seed = step.cfg["train_seed"]
     gens = [g for m, pos in enumerate(positions) for g in sample_generators(seed, step.update, m, pos, "reference")]
-    out = reference_samples(step, torch.cat(embeds), gens, (len(gens), *shape), batch_size)
+    out = reference_samples(step, torch.cat(embeds), gens, (len(gens), *shape), batch_size,
+                            pooled=None if pooled is None else torch.cat(pooled))
     return list(out.split([len(p) for p in positions]))
 
 
@@ -532,6 +590,28 @@ def _mean_info(infos:list[dict], accelerator)->dict:
     local = torch.stack([torch.stack([i[k].float() for i in infos]).mean() for k in keys]).to(accelerator.device)
     return dict(zip(keys, accelerator.reduce(local, "mean").tolist()))
 
+# %% ../../nbs/06_trainer.ipynb #f348198e
+OPTIMIZERS = ("adamw", "adafactor", "adamw8bit")
+
+def build_optimizer(params, cfg:dict, device):
+    "The optimizer `train_optimizer` names: AdamW, Adafactor (Diffusion-DPO's SDXL setting) or bitsandbytes' 8-bit AdamW."
+    kind, lr, wd = cfg["train_optimizer"], cfg["train_lr"], cfg["train_weight_decay"]
+    betas, eps = (cfg["train_adam_beta1"], cfg["train_adam_beta2"]), cfg["train_adam_eps"]
+    if kind == "adamw": return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, eps=eps)
+    if kind == "adafactor":
+        from transformers.optimization import Adafactor
+        return Adafactor(params, lr=lr, weight_decay=wd, clip_threshold=1.0, scale_parameter=False, relative_step=False,
+                         warmup_init=False)
+    if kind != "adamw8bit": raise ValueError(f"unknown train_optimizer {kind!r}; valid: {', '.join(OPTIMIZERS)}")
+    try: import bitsandbytes
+    except ImportError as e:
+        raise ValueError("train_optimizer 'adamw8bit' needs bitsandbytes, which is not installed (pip install "
+                         "bitsandbytes, on a machine with a CUDA GPU); adamw or adafactor need nothing more") from e
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"train_optimizer 'adamw8bit' (bitsandbytes) runs on a CUDA GPU; this run's device is "
+                         f"{torch.device(device)}: use adamw or adafactor")
+    return bitsandbytes.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=wd, eps=eps)
+
 # %% ../../nbs/06_trainer.ipynb #a2e89494
 def train(
     cfg:dict,          # a complete config (`load_config`)
@@ -563,22 +643,31 @@ def train(
     noise_scheduler = DDPMScheduler.from_config(comps.scheduler.config)
     sample_scheduler = SAMPLE_SCHEDULERS[cfg["sample_scheduler"]].from_config(comps.scheduler.config)
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["train_lr"], betas=(cfg["train_adam_beta1"], cfg["train_adam_beta2"]),
-                                  weight_decay=cfg["train_weight_decay"], eps=cfg["train_adam_eps"])
+    optimizer = build_optimizer(params, cfg, device)
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg["train_warmup_updates"])
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
 
-    if main: dataset = build_dataset(cfg, output_dir)
+    sdxl = is_sdxl_unet(raw_unet)
+    if sdxl and comps.text_encoder_2 is None:
+        raise ValueError(f"{cfg['model_path']}: the UNet takes SDXL's added conditioning, but the model has no text_encoder_2")
+    if main: dataset = build_dataset(cfg, output_dir, size_conditioning=sdxl)
     accelerator.wait_for_everyone()
-    if not main: dataset = build_dataset(cfg, output_dir)
+    if not main: dataset = build_dataset(cfg, output_dir, size_conditioning=sdxl)
     moments = cfg["data_latent"] == "sample" and comps.vae is not None   # latents drawn per sample, not the mean
+    off = cfg["train_offload"]
+    frozen = (comps.vae, comps.text_encoder, comps.text_encoder_2)
     if cfg["data_precompute_latents"]:
         encode = lambda x: encode_images(comps.vae, x.to(device), moments).cpu()
         video = isinstance(dataset, VideoDataset)
-        dataset = precompute_video_latents(dataset, encode) if video else precompute_latents(dataset, encode)
-    with torch.no_grad():
-        negative_embeds = encode_prompt(comps.tokenizer, comps.text_encoder, [""]).to(device)
+        with offloaded(device, off, comps.vae):
+            dataset = precompute_video_latents(dataset, encode) if video else precompute_latents(dataset, encode)
+    with offloaded(device, off, *frozen): negative_embeds, negative_pooled = text_conditioning(comps, [""], device)
+    time_ids = None
+    if sdxl:  # StableDiffusionXLPipeline's unconditional input (force_zeros_for_empty_prompt) and a sample's sizes
+        negative_embeds, negative_pooled = torch.zeros_like(negative_embeds), torch.zeros_like(negative_pooled)
+        res = cfg["data_resolution"]
+        time_ids = size_ids((res, res), (0, 0), (res, res))[None].to(device)
 
     pool = None
     replicas = [output_dir / "checkpoints"]  # where intact copies of a damaged pool file may be found
@@ -612,7 +701,8 @@ def train(
         while update < cfg["train_max_updates"]:
             t_update = time.perf_counter()
             ref_id = None
-            step = Step(cfg, noise_scheduler, sample_scheduler, negative_embeds, ref_unet, update)
+            step = Step(cfg, noise_scheduler, sample_scheduler, negative_embeds, ref_unet, update,
+                        negative_pooled=negative_pooled, time_ids=time_ids, offload_to=device if off else None)
             if pool is not None:
                 t0 = time.perf_counter()
                 ref_id = pool.select(update)
@@ -627,27 +717,28 @@ def train(
                 dataset.set_epoch(epoch)
                 batch = collate([dataset[int(i)] for i in idx[rank * B:(rank + 1) * B]])
                 gens = sample_generators(seed, update, micro, positions, "latent") if moments else None
-                latents = batch_latents(batch, comps.vae, device, gens)
-                with torch.no_grad():
-                    embeds = encode_prompt(comps.tokenizer, comps.text_encoder, batch["caption"]).to(device).float()
+                with offloaded(device, off, *frozen):
+                    latents = batch_latents(batch, comps.vae, device, gens)
+                    embeds, pooled = text_conditioning(comps, batch["caption"], device)
                 _timed(step, "data", t0)
-                return latents, embeds
+                return latents, embeds, added_conditioning(batch, pooled)
 
             loaded = refs = None
             if method == "seppo" and cfg["sample_batch_size"] > 0:  # the update's reference samples first, N at a time
                 loaded = [load(m) for m in range(accum)]
                 with accelerator.autocast():
-                    refs = update_reference_samples(step, [e for _, e in loaded], [positions] * accum,
-                                                    tuple(loaded[0][0][0].shape[1:]), cfg["sample_batch_size"])
+                    refs = update_reference_samples(step, [e for _, e, _ in loaded], [positions] * accum,
+                                                    tuple(loaded[0][0][0].shape[1:]), cfg["sample_batch_size"],
+                                                    pooled=[a["text_embeds"] for _, _, a in loaded] if sdxl else None)
             infos, skipped = [], 0
             for micro in range(accum):
-                latents, prompt_embeds = loaded[micro] if loaded else load(micro)
+                latents, prompt_embeds, added = loaded[micro] if loaded else load(micro)
                 step.micro, step.positions = micro, positions
                 sync = micro == accum - 1
                 with (nullcontext() if sync or n_procs == 1 else accelerator.no_sync(unet)):
                     with accelerator.autocast():
                         loss, info = micro_batch_loss(unet, latents, prompt_embeds, step,
-                                                      reference=refs[micro] if refs else None)
+                                                      reference=refs[micro] if refs else None, added=added)
                     loss = apply_hooks("loss", loss, update=update + 1)
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float().to(device), "min").item()
                     if finite < 1:
