@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 PROFILE ?= mini
 BENCH_MODELS ?= tiny,sd15
 
-.PHONY: help install lib test check demo smoke reproduce controls bench clean
+.PHONY: help install lib test check demo smoke reproduce controls bench soak clean
 
 help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -64,6 +64,9 @@ bench: $(STAMP)  ## time SFT, Diffusion-DPO and SePPO (tiny and SD1.5-architectu
 
 smoke: $(STAMP)  ## the reproduce pipeline at toy scale (one seed, a few updates) into build/smoke — what CI runs
 	$(BIN)/seppo reproduce --profile smoke
+
+soak: $(STAMP)  ## 2,000 SePPO updates of the tiny model with a capped pool: flat memory, exact pool size, exact resume (results/soak; about 10 min, not in CI)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python scripts/soak.py
 
 clean:  ## remove build artefacts (keeps .venv)
 	rm -rf build dist *.egg-info _proc _docs .pytest_cache .ruff_cache

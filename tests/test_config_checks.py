@@ -147,10 +147,10 @@ def test_unknown_key_suggests_the_intended_one(typo, key):
 
 
 def _flat_config_files():
-    "Committed flat configs: every YAML under configs/ but the profiles, experiment.yaml files and claims.yaml."
+    "Committed flat configs: every YAML under configs/ but the profiles, accelerate's configs, experiment.yaml files and claims.yaml."
     for p in sorted((ROOT / "configs").rglob("*.y*ml")):
         rel = p.relative_to(ROOT / "configs")
-        if rel.parts[0] == "profiles" or p.name in ("experiment.yaml", "claims.yaml", "local.yaml"): continue
+        if rel.parts[0] in ("profiles", "accelerate") or p.name in ("experiment.yaml", "claims.yaml", "local.yaml"): continue
         yield p
 
 

@@ -154,6 +154,20 @@ def test_paper_profile_dry_run_plans_and_names_missing_paths(tmp_path):
     assert r.returncode == 2 and "${SEPPO_SD15} is not set" in r.stderr, r.stderr
 
 
+def test_paper_sdxl_profile_dry_run_plans_and_names_missing_paths(tmp_path):
+    import yaml
+    names = ["SDXL", "PICKAPIC", "PICKAPIC_VAL", "PARTIPROMPTS", "HPSV2_PROMPTS", "PICKSCORE", "HPSV2", "IMAGEREWARD", "AESTHETIC"]
+    paths = {f"SEPPO_{n}": str(tmp_path / n) for n in names}
+    for p in paths.values(): Path(p).mkdir()
+    r = reproduce(ROOT, "--profile", "paper_sdxl", "--dry-run", **paths)
+    assert "10 distinct runs" in r.stdout and r.stdout.count("same-as") == 4, r.stdout
+    cfg = yaml.safe_load((ROOT / "configs/profiles/paper_sdxl.yaml").read_text())["config"]
+    assert (cfg["data_resolution"], cfg["train_optimizer"], cfg["train_offload"]) == (1024, "adafactor", True)
+    del paths["SEPPO_SDXL"]
+    r = reproduce(ROOT, "--profile", "paper_sdxl", "--dry-run", check=False, **paths)
+    assert r.returncode == 2 and "${SEPPO_SDXL} is not set" in r.stderr, r.stderr
+
+
 def test_mini_profile_runs_the_worlds_default_config():
     "The committed tables come from the same settings as configs/world/common.yaml (the world's documented defaults)."
     from seppo.core.config import read_yaml

@@ -40,19 +40,20 @@ from .reference import ReferencePool, trainable_state_dict
 from .sampling import sample_reference
 from .toy import make_toy_pickapic
 from .video_data import VideoDataset, encode_clips, precompute_video_latents, video_folder_items
-from ..utils import (DamagedFile, NoSpaceError, as_dtype, durable_replace, is_no_space, load_state, state_bytes,
-                         write_checksums, write_file)
+from ..utils import (DamagedFile, NoSpaceError, as_dtype, durable_replace, fsync_tree, is_no_space, load_state,
+                         state_bytes, write_checksums, write_file)
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'FINAL_DIR', 'OPTIMIZERS', 'sample_key',
-           'sample_generators', 'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices', 'build_components',
-           'apply_train_scope', 'reference_kind', 'reference_dtype', 'build_reference', 'setup_models', 'offloaded',
-           'reference_context', 'video_items', 'build_video_dataset', 'build_dataset', 'encode_images', 'draw_latents',
-           'batch_latents', 'text_conditioning', 'added_conditioning', 'noise_target', 'denoise_errors', 'pair_inputs',
-           'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples', 'rng_state', 'set_rng_state',
-           'process_state', 'set_process_state', 'load_trained_weights', 'resume_point', 'load_checkpoint',
+__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'ACCELERATE_STATE', 'FINAL_DIR', 'OPTIMIZERS',
+           'sample_key', 'sample_generators', 'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices',
+           'build_components', 'apply_train_scope', 'reference_kind', 'reference_dtype', 'build_reference',
+           'setup_models', 'offloaded', 'reference_context', 'video_items', 'build_video_dataset', 'build_dataset',
+           'encode_images', 'draw_latents', 'batch_latents', 'text_conditioning', 'added_conditioning', 'noise_target',
+           'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples',
+           'rng_state', 'set_rng_state', 'process_state', 'set_process_state', 'load_trained_weights', 'is_sharded',
+           'check_sharding', 'full_trainable_state', 'exportable_unet', 'resume_point', 'load_checkpoint',
            'save_checkpoint', 'Tracker', 'NonFiniteLossError', 'save_final', 'build_optimizer', 'train']
 
 # %% ../../nbs/06_trainer.ipynb #ae3d546c
@@ -437,6 +438,55 @@ def load_trained_weights(unet, path):
                        f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                        f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
 
+# %% ../../nbs/06_trainer.ipynb #c87647f2
+ACCELERATE_STATE = "accelerate"   # a sharded checkpoint's folder written by accelerator.save_state
+
+def is_sharded(accelerator)->bool:
+    "Whether accelerate shards this run's optimizer (DeepSpeed ZeRO) or its model (FSDP)."
+    from accelerate.utils import DistributedType
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+def check_sharding(accelerator, cfg:dict):
+    "Refuse what the sharded paths do not support, and give DeepSpeed the batch, accumulation and clipping of `cfg`."
+    from accelerate.utils import DistributedType
+    if not is_sharded(accelerator): return
+    kind = accelerator.distributed_type.value
+    if cfg["train_lora_rank"] > 0:
+        raise ValueError(f"train_lora_rank {cfg['train_lora_rank']} under {kind}: LoRA trains a few MB of weights and "
+                         "runs under DDP (configs/accelerate/ddp.yaml); sharding is for full fine-tuning")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        stage = ds.get("zero_optimization", {}).get("stage", 0)
+        if stage not in (1, 2):
+            raise ValueError(f"DeepSpeed ZeRO stage {stage}: seppo supports stages 1 and 2 (configs/accelerate/zero2.yaml); "
+                             "stage 3 partitions the weights the reference copy and the sampler need whole; use FSDP")
+        ds |= {"train_micro_batch_size_per_gpu": cfg["train_batch_size"], "gradient_accumulation_steps": cfg["train_grad_accum"],
+               "gradient_clipping": cfg["train_max_grad_norm"],
+               "train_batch_size": cfg["train_batch_size"] * cfg["train_grad_accum"] * accelerator.num_processes}
+
+# %% ../../nbs/06_trainer.ipynb #deba7d2f
+def full_trainable_state(accelerator, unet, raw_unet, names:set)->dict:
+    "The trained weights named in `names`, whole, as CPU copies on every process (a collective under sharding)."
+    from accelerate.utils import DistributedType, broadcast_object_list
+    if not is_sharded(accelerator): return trainable_state_dict(raw_unet)
+    full = accelerator.get_state_dict(unet)               # FSDP: whole on the main process only
+    state = {k: v.detach().to("cpu", copy=True) for k, v in (full or {}).items() if k in names}
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.num_processes > 1:
+        box = [state if accelerator.is_main_process else None]
+        broadcast_object_list(box)
+        state = box[0]
+    return state
+
+def exportable_unet(accelerator, unet):
+    "The trained UNet whole, to save: the module itself, or under sharding a plain copy holding the gathered weights (None off the main process). Every process calls it."
+    if not is_sharded(accelerator): return unet
+    full = accelerator.get_state_dict(unet)
+    if not accelerator.is_main_process: return None
+    raw = accelerator.unwrap_model(unet)
+    out = type(raw).from_config(raw.config)
+    out.load_state_dict(full)
+    return out
+
 # %% ../../nbs/06_trainer.ipynb #e0a23dc2
 def resume_point(accelerator, output_dir)->tuple[Path|None, dict|None]:
     "The newest intact checkpoint and its trainer state, chosen (and verified) by the main process for every process."
@@ -458,11 +508,13 @@ def resume_point(accelerator, output_dir)->tuple[Path|None, dict|None]:
     return Path(ck), json.loads((Path(ck) / "trainer_state.json").read_text())
 
 # %% ../../nbs/06_trainer.ipynb #3c0a7af8
-def load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, scaler, rank:int, dataset):
-    "Restore a verified checkpoint's weights, optimizer, schedule, scaler and this process's state."
+def load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, scaler, rank:int, dataset, accelerator=None):
+    "Restore a verified checkpoint's weights, optimizer, schedule, scaler and this process's state (a sharded one's model and optimizer through accelerate)."
     ck = Path(ck)
-    load_trained_weights(raw_unet, ck / "model.safetensors")
-    optimizer.load_state_dict(load_state(ck / "optimizer.safetensors"))
+    if (ck / ACCELERATE_STATE).is_dir(): accelerator.load_state(str(ck / ACCELERATE_STATE))
+    else:
+        load_trained_weights(raw_unet, ck / "model.safetensors")
+        optimizer.load_state_dict(load_state(ck / "optimizer.safetensors"))
     lr_scheduler.load_state_dict(load_state(ck / "lr_scheduler.safetensors"))
     if scaler is not None and (ck / "scaler.safetensors").is_file():
         scaler.load_state_dict(load_state(ck / "scaler.safetensors"))
@@ -478,16 +530,20 @@ def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, u
         if tmp.exists(): shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    sums = {}
+    sums, sharded = {}, is_sharded(accelerator)
     try:
+        if sharded:                                   # every process writes its shard of the model and optimizer
+            accelerator.save_state(str(tmp / ACCELERATE_STATE))
+            fsync_tree(tmp / ACCELERATE_STATE)
         write_file(tmp / f"process-{rank}.safetensors", state_bytes(process_state(dataset)))
-        if main:
+        if main and not sharded:
             trainable = {k for k, p in raw_unet.named_parameters() if p.requires_grad}
             weights = {k: v.detach().contiguous().cpu() for k, v in raw_unet.state_dict().items()
                        if cfg["train_lora_rank"] == 0 or k in trainable}
             sums["model.safetensors"] = write_file(tmp / "model.safetensors", save_bytes(weights))
             run_hooks("before_checkpoint_write", path=tmp / "optimizer.safetensors", update=update)
             sums["optimizer.safetensors"] = write_file(tmp / "optimizer.safetensors", state_bytes(optimizer.state_dict()))
+        if main:
             sums["lr_scheduler.safetensors"] = write_file(tmp / "lr_scheduler.safetensors",
                                                           state_bytes(lr_scheduler.state_dict()))
             if accelerator.scaler is not None:
@@ -497,7 +553,8 @@ def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, u
                 pool.save(tmp / "pool")
             run_hooks("mid_checkpoint", update=update)
             state = {"update": update, "world_size": accelerator.num_processes, "config_hash": config_hash(cfg),
-                     "config": cfg, "pool_size": len(pool) if pool is not None else 0}
+                     "config": cfg, "pool_size": len(pool) if pool is not None else 0,
+                     "distributed_type": accelerator.distributed_type.value}
             sums["trainer_state.json"] = write_file(tmp / "trainer_state.json", (json.dumps(state, indent=1) + "\n").encode())
     except NoSpaceError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -636,6 +693,10 @@ def train(
             raise ValueError(f"{ck} was written by {saved['world_size']} processes, this run has {n_procs}: "
                              f"exact resume needs the same number")
         check_resume_config(ck, saved["config"], cfg)
+        kind = accelerator.distributed_type.value
+        if saved.get("distributed_type", kind) != kind:
+            raise ValueError(f"{ck} was written under {saved['distributed_type']}, this run is {kind}: exact resume needs "
+                             "the same accelerate setup (the same --config_file)")
     torch.manual_seed(seed); np.random.seed(seed); random.seed(seed)
 
     comps, ref_unet = setup_models(cfg, device)
@@ -643,7 +704,10 @@ def train(
     noise_scheduler = DDPMScheduler.from_config(comps.scheduler.config)
     sample_scheduler = SAMPLE_SCHEDULERS[cfg["sample_scheduler"]].from_config(comps.scheduler.config)
     params = [p for p in unet.parameters() if p.requires_grad]
+    trainable = {n for n, p in unet.named_parameters() if p.requires_grad}   # named before any wrapping
     optimizer = build_optimizer(params, cfg, device)
+    check_sharding(accelerator, cfg)
+    deepspeed = accelerator.distributed_type.value == "DEEPSPEED"
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg["train_warmup_updates"])
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
@@ -680,7 +744,7 @@ def train(
 
     update, last_ckpt = 0, None
     if ck is not None:
-        load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, accelerator.scaler, rank, dataset)
+        load_checkpoint(ck, raw_unet, optimizer, lr_scheduler, accelerator.scaler, rank, dataset, accelerator)
         if pool is not None:
             pool = ReferencePool.load(ck / "pool", storage=cfg["ref_pool_storage"], pool_directory=pool_dir,
                                       replicas=replicas)
@@ -689,7 +753,7 @@ def train(
         log.info("resumed from %s at update %d", ck, update)
     else:
         if main and (output_dir / "log.jsonl").exists(): (output_dir / "log.jsonl").unlink()
-        if pool is not None: pool.add(trainable_state_dict(raw_unet), step=0)
+        if pool is not None: pool.add(full_trainable_state(accelerator, unet, raw_unet, trainable), step=0)
     accelerator.wait_for_everyone()
 
     tracker = Tracker(output_dir, enabled=main)
@@ -735,6 +799,7 @@ def train(
                 latents, prompt_embeds, added = loaded[micro] if loaded else load(micro)
                 step.micro, step.positions = micro, positions
                 sync = micro == accum - 1
+                if deepspeed: accelerator.sync_gradients = sync     # the engine steps after the update's last micro-batch
                 with (nullcontext() if sync or n_procs == 1 else accelerator.no_sync(unet)):
                     with accelerator.autocast():
                         loss, info = micro_batch_loss(unet, latents, prompt_embeds, step,
@@ -746,7 +811,7 @@ def train(
                             f"non-finite loss at update {update + 1} (micro-batch {micro}); the weights were not updated. "
                             f"Last good checkpoint: {last_ckpt or 'none (no checkpoint written yet)'}, left intact.")
                     t0 = time.perf_counter()
-                    accelerator.backward(loss / accum)
+                    accelerator.backward(loss if deepspeed else loss / accum)  # DeepSpeed divides by its accumulation itself
                     _timed(step, "forward_backward", t0)
                 infos.append({k: v for k, v in info.items() if torch.is_tensor(v)} | {"loss": loss.detach()})
                 skipped = getattr(dataset, "num_skipped", 0)
@@ -760,7 +825,7 @@ def train(
 
             if method == "seppo" and update % cfg["ref_snapshot_every"] == 0:
                 t0 = time.perf_counter()
-                pool.add(trainable_state_dict(raw_unet), step=update)
+                pool.add(full_trainable_state(accelerator, unet, raw_unet, trainable), step=update)
                 _timed(step, "snapshot", t0)
                 run_hooks("after_snapshot", update=update)
 
@@ -780,7 +845,8 @@ def train(
                 last_ckpt = str(save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, update, dataset))
         bar.close(); tracker.close()
         accelerator.wait_for_everyone()
-        if main: save_final(accelerator, comps, unet, cfg, output_dir)
+        export = exportable_unet(accelerator, unet)                  # gathered on every process under sharding
+        if main: save_final(accelerator, comps, export, cfg, output_dir)
     except NoSpaceError as e:
         raise _still_intact(e, last_ckpt) from e
     accelerator.wait_for_everyone()
