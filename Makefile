@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 PROFILE ?= mini
 BENCH_MODELS ?= tiny,sd15
 
-.PHONY: help install lib test check demo smoke reproduce controls bench soak clean
+.PHONY: help install lib test check demo smoke reproduce controls bench soak dist check-dist lab-check docs clean
 
 help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -67,6 +67,19 @@ smoke: $(STAMP)  ## the reproduce pipeline at toy scale (one seed, a few updates
 
 soak: $(STAMP)  ## 2,000 SePPO updates of the tiny model with a capped pool: flat memory, exact pool size, exact resume (results/soak; about 10 min, not in CI)
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python scripts/soak.py
+
+dist: $(STAMP)  ## build the sdist and the wheel into dist/
+	rm -rf dist && $(PY) -m build --no-isolation --outdir dist .
+
+check-dist: $(STAMP)  ## the wheel alone in a fresh venv (torch first, no dev extras): seppo demo, config, train, import from outside the repo (about 2 min)
+	bash scripts/check_dist.sh
+
+lab-check: $(STAMP)  ## open notebooks in JupyterLab in headless Chromium (Debian's: apt-get install chromium), run every cell; fails on an error or a kernel dialog; screenshots in build/lab-check
+	$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -q playwright
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/lab_check.py
+
+docs: $(STAMP)  ## execute the library notebooks and render them with an index page into build/docs (nbconvert, no Quarto)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python scripts/docs.py
 
 clean:  ## remove build artefacts (keeps .venv)
 	rm -rf build dist *.egg-info _proc _docs .pytest_cache .ruff_cache

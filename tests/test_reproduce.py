@@ -1,4 +1,5 @@
 """`seppo reproduce`: the smoke profile end to end through papermill, caching by config hash, failures, dry runs."""
+import hashlib
 import json
 import os
 import shutil
@@ -101,10 +102,14 @@ def test_smoke_profile_end_to_end_then_cached_then_one_variant(tmp_path):
     grid = Image.open(res / "runs/e5_video/seppo/seed0/grid.png")
     assert grid.size == (4 * 16 * len(json.loads((res / "runs/e5_video/seppo/seed0/grid.json").read_text())), 16)
 
-    # a second reproduce runs nothing and rewrites no record
+    # a second reproduce runs nothing and rewrites no record; its reports write the same bytes (no dates in figures)
+    outputs = lambda: {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
+                       for d in (figs, res / "tables") for p in sorted(d.rglob("*")) if p.is_file()}
+    written = outputs()
     r = reproduce(root, "--profile", "smoke")
     assert "0 run(s) to execute, 20 up to date" in r.stdout, r.stdout
     assert metrics_files(root) == before
+    assert len(written) > 40 and outputs() == written, [k for k in written if outputs().get(k) != written[k]][:5]
 
     # editing one variant re-runs exactly that variant
     f = root / "configs/e3_aaf/none.yaml"

@@ -87,6 +87,7 @@ OPTIONS:list[Option] = [
     _O("train_scope", "unet", str, "What trains: the whole `unet`, its `motion` modules only (a motion UNet; AnimateDiff's recipe) or its `spatial` (image) layers only; with train_lora_rank > 0, LoRA on that side's attention.", ("unet", "motion", "spatial"), neutral=True),
     _O("train_seed", 0, int, "Seed of every random draw: data order, crops, timesteps, noise, reference samples, reference selection.", min=0),
     _O("train_cpu", False, bool, "Force the CPU even when a GPU is visible (two CPU processes need torchrun with this on)."),
+    _O("train_log_with", "none", str, "Where the log records go besides OUTPUT_DIR/log.jsonl: accelerate's `tensorboard` tracker (under OUTPUT_DIR/tensorboard) or `wandb`, each needing its package (`pip install 'seppo[tensorboard]'`, `seppo[wandb]`); `none`.", ("none", "tensorboard", "wandb"), neutral=True),
     _O("train_log_every", 1, int, "Write a log record every this many updates.", min=1),
     _O("train_checkpoint_every", 10, int, "Save a resumable checkpoint every this many updates; 0 disables them.", min=0),
     _O("train_checkpoints_keep", 2, int, "Complete checkpoints kept on disk (the newest); 0 keeps all.", min=0),

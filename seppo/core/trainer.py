@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import importlib.util
 import json
 import logging
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file
@@ -46,15 +48,16 @@ from ..utils import (DamagedFile, NoSpaceError, as_dtype, durable_replace, fsync
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'ACCELERATE_STATE', 'FINAL_DIR', 'OPTIMIZERS',
-           'sample_key', 'sample_generators', 'per_sample_randn', 'per_sample_timesteps', 'global_batch_indices',
-           'build_components', 'apply_train_scope', 'reference_kind', 'reference_dtype', 'build_reference',
-           'setup_models', 'offloaded', 'reference_context', 'video_items', 'build_video_dataset', 'build_dataset',
-           'encode_images', 'draw_latents', 'batch_latents', 'text_conditioning', 'added_conditioning', 'noise_target',
-           'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss', 'update_reference_samples',
-           'rng_state', 'set_rng_state', 'process_state', 'set_process_state', 'load_trained_weights', 'is_sharded',
-           'check_sharding', 'full_trainable_state', 'exportable_unet', 'resume_point', 'load_checkpoint',
-           'save_checkpoint', 'Tracker', 'NonFiniteLossError', 'save_final', 'build_optimizer', 'train']
+__all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'ACCELERATE_STATE', 'TRACKERS', 'CARD_KEYS', 'FINAL_DIR',
+           'OPTIMIZERS', 'sample_key', 'sample_generators', 'per_sample_randn', 'per_sample_timesteps',
+           'global_batch_indices', 'build_components', 'apply_train_scope', 'reference_kind', 'reference_dtype',
+           'build_reference', 'setup_models', 'offloaded', 'reference_context', 'video_items', 'build_video_dataset',
+           'build_dataset', 'encode_images', 'draw_latents', 'batch_latents', 'text_conditioning', 'added_conditioning',
+           'noise_target', 'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss',
+           'update_reference_samples', 'rng_state', 'set_rng_state', 'process_state', 'set_process_state',
+           'load_trained_weights', 'is_sharded', 'check_sharding', 'full_trainable_state', 'exportable_unet',
+           'resume_point', 'load_checkpoint', 'save_checkpoint', 'log_with', 'tracker_config', 'Tracker',
+           'NonFiniteLossError', 'model_card', 'save_final', 'build_optimizer', 'train']
 
 # %% ../../nbs/06_trainer.ipynb #ae3d546c
 PURPOSES = {"timestep": 0, "noise": 1, "reference": 2, "latent": 3}
@@ -579,27 +582,38 @@ def save_checkpoint(accelerator, raw_unet, optimizer, lr_scheduler, pool, cfg, u
     return final
 
 # %% ../../nbs/06_trainer.ipynb #45972ded
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # train_log_with -> the package it needs (the extra of the same name)
+
+def log_with(cfg:dict)->list[str]|None:
+    "accelerate's `log_with` for `train_log_with`, after checking that its package is installed."
+    kind = cfg["train_log_with"]
+    if kind == "none": return None
+    if importlib.util.find_spec(TRACKERS[kind]) is None:
+        raise ValueError(f"train_log_with {kind!r} needs the {TRACKERS[kind]} package, which is not installed: "
+                         f"pip install 'seppo[{kind}]' (or set train_log_with: none)")
+    return [kind]
+
+def tracker_config(cfg:dict)->dict:
+    "The config as trackers store hyper-parameters: numbers, strings and booleans (None as 'null')."
+    return {k: "null" if v is None else v for k, v in cfg.items()}
+
 class Tracker:
-    "JSONL log (always) and TensorBoard (when installed), written by the main process."
-    def __init__(self, output_dir, enabled:bool=True):
-        self.enabled, self.path, self.tb = enabled, Path(output_dir) / "log.jsonl", None
-        if not enabled: return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
-        except Exception: self.tb = None
+    "The JSONL log (always, main process) and accelerate's trackers (`train_log_with`), one record per call."
+    def __init__(self, output_dir, accelerator=None, enabled:bool=True):
+        self.enabled, self.path, self.accelerator = enabled, Path(output_dir) / "log.jsonl", accelerator
     def log(self, record:dict):
+        if self.accelerator is not None and self.accelerator.trackers:  # accelerate logs on the main process only
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "update"},
+                                 step=record["update"])
         if not self.enabled: return
         try:
             with open(self.path, "a") as f: f.write(json.dumps(record) + "\n")
         except OSError as e:
             if is_no_space(e): raise NoSpaceError(errno.ENOSPC, f"no space left on device while writing {self.path}") from e
             raise
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "update": self.tb.add_scalar(k, v, record["update"])
     def close(self):
-        if self.tb is not None: self.tb.close()
+        if self.accelerator is not None and self.accelerator.trackers: self.accelerator.end_training()
+
 
 # %% ../../nbs/06_trainer.ipynb #688e90a0
 class NonFiniteLossError(RuntimeError):
@@ -610,11 +624,32 @@ def _still_intact(e:NoSpaceError, last_ckpt)->NoSpaceError:
     return NoSpaceError(errno.ENOSPC, f"{e}; {last_ckpt or 'no checkpoint (none was written yet)'} is intact; "
                                       "free space and run again with --resume")
 
+# %% ../../nbs/06_trainer.ipynb #b2bd934e
+CARD_KEYS = ("train_method", "train_beta", "aaf_mode", "ref_strategy", "ref_snapshot_every", "train_lr", "train_batch_size",
+             "train_grad_accum", "train_max_updates", "train_lora_rank", "train_scope", "data_resolution", "train_seed")
+
+def model_card(cfg:dict, base:str, lora:bool, updates:int)->str:
+    "The `README.md` of a final model: YAML front matter as the Hugging Face hub reads it, the settings and how to load it."
+    import yaml
+    video = cfg["model_motion_adapter"] is not None
+    pipe = "AnimateDiffPipeline" if video else "DiffusionPipeline"
+    meta = {"base_model": base, "library_name": "diffusers", "pipeline_tag": "text-to-video" if video else "text-to-image",
+            "tags": ["seppo", cfg["train_method"], "lora" if lora else "full-fine-tune", "diffusers"],
+            "datasets": [str(cfg["data_path"] or cfg["data_source"])], "seppo_config_hash": config_hash(cfg)}
+    rows = "\n".join(f"| `{k}` | {cfg[k]} |" for k in CARD_KEYS)
+    load = (f'pipe = {pipe}.from_pretrained("{base}")\npipe.load_lora_weights("path/to/final")' if lora
+            else f'pipe = {pipe}.from_pretrained("path/to/final")')
+    name = {"sft": "SFT", "dpo": "Diffusion-DPO", "seppo": "SePPO"}[cfg["train_method"]]
+    return (f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n# {name} {'LoRA' if lora else 'fine-tune'} of {base}\n\n"
+            f"Trained with [seppo](https://github.com/seppo-dev/seppo) for {updates} updates ({name}; SePPO is arXiv 2410.05255). "
+            f"The full config is `seppo_config.json` beside this file (hash `{meta['seppo_config_hash']}`).\n\n"
+            f"| setting | value |\n|---|---|\n{rows}\n\n## Load\n\n```python\nfrom diffusers import {pipe}\n\n{load}\n```\n")
+
 # %% ../../nbs/06_trainer.ipynb #74b1f272
 FINAL_DIR = "final"
 
-def save_final(accelerator, comps, unet, cfg, output_dir):
-    "Write the trained model to OUTPUT_DIR/final in diffusers format (full pipeline, or LoRA weights + base path)."
+def save_final(accelerator, comps, unet, cfg, output_dir, updates:int=0):
+    "Write the trained model to OUTPUT_DIR/final in diffusers format (full pipeline, or LoRA weights + base path), with a model card and the config."
     final, tmp = Path(output_dir) / FINAL_DIR, Path(output_dir) / f".tmp-{FINAL_DIR}"
     if tmp.exists(): shutil.rmtree(tmp)
     unet = accelerator.unwrap_model(unet)
@@ -629,9 +664,12 @@ def save_final(accelerator, comps, unet, cfg, output_dir):
             (tmp / "seppo_base.json").write_text(json.dumps({"base_model": str(base), "motion_adapter": adapter},
                                                             indent=1) + "\n")
         else:
+            base = cfg["model_path"]
             out = copy.copy(comps)
             out.unet = unet
             save_components(out, tmp)
+        (tmp / "README.md").write_text(model_card(cfg, str(base), cfg["train_lora_rank"] > 0, updates), encoding="utf-8")
+        (tmp / "seppo_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     except Exception as e:
         if not is_no_space(e): raise
         shutil.rmtree(tmp, ignore_errors=True)
@@ -680,7 +718,10 @@ def train(
     output_dir = Path(cfg["output_dir"])
     check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # before anything is written, on every process
     cfg = resolve_sources(cfg, progress=progress)                     # e.g. the benchmark world's model and pairs
-    accelerator = Accelerator(mixed_precision=cfg["train_mixed_precision"], cpu=cfg["train_cpu"])
+    trackers = log_with(cfg)                                          # a missing tracker package fails here
+    accelerator = Accelerator(mixed_precision=cfg["train_mixed_precision"], cpu=cfg["train_cpu"], log_with=trackers,
+                              project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                                                  logging_dir=str(output_dir / "tensorboard")))
     n_procs, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if main:
         if overwrite: clear_run_state(output_dir)
@@ -756,7 +797,8 @@ def train(
         if pool is not None: pool.add(full_trainable_state(accelerator, unet, raw_unet, trainable), step=0)
     accelerator.wait_for_everyone()
 
-    tracker = Tracker(output_dir, enabled=main)
+    if trackers: accelerator.init_trackers("seppo", config=tracker_config(cfg))
+    tracker = Tracker(output_dir, accelerator, enabled=main)
     B, accum = cfg["train_batch_size"], cfg["train_grad_accum"]
     global_batch = B * n_procs
     bar = tqdm(total=cfg["train_max_updates"], initial=update, disable=not (main and progress), desc=method)
@@ -846,7 +888,7 @@ def train(
         bar.close(); tracker.close()
         accelerator.wait_for_everyone()
         export = exportable_unet(accelerator, unet)                  # gathered on every process under sharding
-        if main: save_final(accelerator, comps, export, cfg, output_dir)
+        if main: save_final(accelerator, comps, export, cfg, output_dir, updates=update)
     except NoSpaceError as e:
         raise _still_intact(e, last_ckpt) from e
     accelerator.wait_for_everyone()

@@ -12,9 +12,10 @@ __all__ = ['frechet_distance', 'psnr', 'ssim']
 
 # %% ../../nbs/09_distances.ipynb #f35bf84c
 def _sqrtm_psd(m:np.ndarray)->np.ndarray:
-    "Square root of a symmetric positive semi-definite matrix."
-    w, v = np.linalg.eigh((m + m.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    "Square root of a symmetric positive semi-definite matrix (`scipy.linalg.sqrtm`, its real symmetric part)."
+    from scipy.linalg import sqrtm
+    r = np.real(sqrtm((m + m.T) / 2))
+    return (r + r.T) / 2
 
 def frechet_distance(
     feats_a:np.ndarray, # (N, D) features of one set, N ≥ 2
