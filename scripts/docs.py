@@ -19,6 +19,17 @@ from nbconvert.preprocessors import ExecutePreprocessor
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def skip_unexecuted(nb)->int:
+    "Tag the cells nbdev does not execute (`#| eval: false`, `#| slow`, `#| gpu`) for nbclient to skip; how many."
+    n = 0
+    for c in nb.cells:
+        directives = {line.replace(" ", "") for line in c.source.splitlines() if line.startswith("#|")}
+        if c.cell_type == "code" and directives & {"#|eval:false", "#|slow", "#|gpu"}:
+            c.metadata.setdefault("tags", []).append("skip-execution")
+            n += 1
+    return n
+
+
 def title_and_summary(nb)->tuple[str, str]:
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     lines = first.splitlines()
@@ -43,6 +54,7 @@ def main():
         nb = nbformat.read(p, as_version=4)
         t0 = time.perf_counter()
         if not a.no_execute:
+            skip_unexecuted(nb)
             try: ExecutePreprocessor(timeout=a.timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(p.parent)}})
             except Exception as e: sys.exit(f"docs: {p.relative_to(ROOT)} failed to execute: {type(e).__name__}: {str(e)[-2000:]}")
         body, _ = exporter.from_notebook_node(nb)
