@@ -6,6 +6,7 @@ each one's title and summary (its first heading and `>` line). A notebook that f
 naming it.    .venv/bin/python scripts/docs.py [--out build/docs] [--no-execute] [NOTEBOOK ...]
 """
 import argparse
+import configparser
 import html
 import json
 import sys
@@ -65,7 +66,9 @@ def main():
         print(f"docs: {p.name} -> {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
     items = "\n".join(f'<li><a href="{html.escape(n)}">{html.escape(t)}</a> <code>{html.escape(f)}</code>'
                       f'{" — " + html.escape(s) if s else ""}</li>' for n, f, t, s in rows)
-    settings = dict(line.split(" = ", 1) for line in (ROOT / "settings.ini").read_text().splitlines() if " = " in line)
+    ini = configparser.ConfigParser(delimiters=["="])
+    ini.read(ROOT / "settings.ini")
+    settings = ini["DEFAULT"]
     (out / "index.html").write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>seppo</title>
 <style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.5}}code{{color:#555}}</style></head>
 <body><h1>seppo {html.escape(settings.get('version', ''))}</h1><p>{html.escape(settings.get('description', ''))}</p>

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file
@@ -176,15 +176,13 @@ def offloaded(device, enabled:bool, *modules):
     finally:
         for m in modules: m.to("cpu")
 
+@contextmanager
 def reference_context(ref, offload_to=None):
     "A context giving the reference as a module: a view's UNet with its adapter switched on, or the copy itself (with `offload_to`, moved onto that device for the block)."
-    if isinstance(ref, AdapterView): return ref.active()
-    if offload_to is None: return nullcontext(ref)
-    return _offloaded_reference(ref, offload_to)
-
-@contextmanager
-def _offloaded_reference(ref, device):
-    with offloaded(device, True, ref): yield ref
+    if isinstance(ref, AdapterView):
+        with ref.active() as module: yield module
+    else:
+        with offloaded(offload_to, offload_to is not None, ref): yield ref
 
 # %% ../../nbs/06_trainer.ipynb #25df8ccc
 def video_items(cfg:dict, mode:str)->list[dict]:
@@ -446,12 +444,10 @@ ACCELERATE_STATE = "accelerate"   # a sharded checkpoint's folder written by acc
 
 def is_sharded(accelerator)->bool:
     "Whether accelerate shards this run's optimizer (DeepSpeed ZeRO) or its model (FSDP)."
-    from accelerate.utils import DistributedType
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 def check_sharding(accelerator, cfg:dict):
     "Refuse what the sharded paths do not support, and give DeepSpeed the batch, accumulation and clipping of `cfg`."
-    from accelerate.utils import DistributedType
     if not is_sharded(accelerator): return
     kind = accelerator.distributed_type.value
     if cfg["train_lora_rank"] > 0:
@@ -470,7 +466,6 @@ def check_sharding(accelerator, cfg:dict):
 # %% ../../nbs/06_trainer.ipynb #deba7d2f
 def full_trainable_state(accelerator, unet, raw_unet, names:set)->dict:
     "The trained weights named in `names`, whole, as CPU copies on every process (a collective under sharding)."
-    from accelerate.utils import DistributedType, broadcast_object_list
     if not is_sharded(accelerator): return trainable_state_dict(raw_unet)
     full = accelerator.get_state_dict(unet)               # FSDP: whole on the main process only
     state = {k: v.detach().to("cpu", copy=True) for k, v in (full or {}).items() if k in names}
@@ -493,7 +488,6 @@ def exportable_unet(accelerator, unet):
 # %% ../../nbs/06_trainer.ipynb #e0a23dc2
 def resume_point(accelerator, output_dir)->tuple[Path|None, dict|None]:
     "The newest intact checkpoint and its trainer state, chosen (and verified) by the main process for every process."
-    from accelerate.utils import broadcast_object_list
     box = [None]
     if accelerator.is_main_process:
         ck, problems = newest_intact_checkpoint(output_dir)
@@ -748,7 +742,7 @@ def train(
     trainable = {n for n, p in unet.named_parameters() if p.requires_grad}   # named before any wrapping
     optimizer = build_optimizer(params, cfg, device)
     check_sharding(accelerator, cfg)
-    deepspeed = accelerator.distributed_type.value == "DEEPSPEED"
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg["train_warmup_updates"])
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
