@@ -19,7 +19,8 @@ def test_the_three_configs_parse_and_shard_as_documented():
     assert ddp.distributed_type == DistributedType.MULTI_GPU and not ddp.use_cpu
     assert zero2.distributed_type == DistributedType.DEEPSPEED and zero2.deepspeed_config["zero_stage"] == 2
     assert fsdp.distributed_type == DistributedType.FSDP
-    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "SHARD_GRAD_OP" and fsdp.fsdp_config["fsdp_use_orig_params"]
+    # FSDP2 with the weights kept gathered from forward to backward: torch's SHARD_GRAD_OP
+    assert fsdp.fsdp_config["fsdp_version"] == 2 and fsdp.fsdp_config["fsdp_reshard_after_forward"] is False
     assert {c.num_processes for c in (ddp, zero2, fsdp)} == {8} and {c.mixed_precision for c in (ddp, zero2, fsdp)} == {"bf16"}
 
 

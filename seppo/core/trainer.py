@@ -746,6 +746,7 @@ def train(
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg["train_warmup_updates"])
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
+    params = [p for p in unet.parameters() if p.requires_grad]   # FSDP2 swaps each parameter for a sharded one
 
     sdxl = is_sdxl_unet(raw_unet)
     if sdxl and comps.text_encoder_2 is None:

@@ -6,8 +6,13 @@ start-up. It installs one hook (seppo.core.hooks) that, at hook point `point` wh
 - `disk_full@n`  points the checkpoint's optimizer file at /dev/full, so its write fails as on a full disk;
 - any other point (`after_step`, `after_snapshot`, `mid_checkpoint`, `after_checkpoint`, `eval_image`,
   `eval_score`) kills the process there with exit code 17, as a crash would.
+
+With SEPPO_TEST_CPU_FSDP set it also lets accelerate run FSDP on CPU processes (cpu_fsdp.py says how).
 """
 import os
+
+if os.environ.get("SEPPO_TEST_CPU_FSDP"):
+    import cpu_fsdp  # noqa: F401
 
 _spec = os.environ.get("SEPPO_TEST_FAULT")
 if _spec:
