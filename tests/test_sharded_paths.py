@@ -1,6 +1,6 @@
-"""The trainer's sharded branches (DeepSpeed ZeRO / FSDP), run on the CPU against a stand-in accelerator: accelerate
-only sets those setups up on a GPU, so these tests check what the branches do with what accelerate returns (the
-gathered weights, the state folder), and scripts/gpu_sharded_check.sh runs them for real on a GPU."""
+"""The trainer's sharded branches (DeepSpeed ZeRO / FSDP) against a stand-in accelerator, in one process: what the
+branches do with what accelerate returns (the gathered weights, the state folder), checked piece by piece.
+tests/test_sharded_cpu.py runs the same branches for real in two CPU processes, scripts/gpu_sharded_check.sh on a GPU."""
 import json
 from pathlib import Path
 

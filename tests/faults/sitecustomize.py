@@ -7,12 +7,13 @@ start-up. It installs one hook (seppo.core.hooks) that, at hook point `point` wh
 - any other point (`after_step`, `after_snapshot`, `mid_checkpoint`, `after_checkpoint`, `eval_image`,
   `eval_score`) kills the process there with exit code 17, as a crash would.
 
-With SEPPO_TEST_CPU_FSDP set it also lets accelerate run FSDP on CPU processes (cpu_fsdp.py says how).
+With SEPPO_TEST_CPU_SHARDING set it also lets accelerate run FSDP and DeepSpeed on CPU processes (cpu_sharding.py
+says how).
 """
 import os
 
-if os.environ.get("SEPPO_TEST_CPU_FSDP"):
-    import cpu_fsdp  # noqa: F401
+if os.environ.get("SEPPO_TEST_CPU_SHARDING"):
+    import cpu_sharding  # noqa: F401
 
 _spec = os.environ.get("SEPPO_TEST_FAULT")
 if _spec:
