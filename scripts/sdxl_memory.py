@@ -1,8 +1,8 @@
 """Peak GPU memory of one SePPO update on the SDXL architecture, per memory option, at batch 1 (not in CI).
 
 The UNet is SDXL base's architecture (the config below; 2,567,463,684 parameters, checked), randomly initialised on
-the GPU, so nothing is downloaded. One case per row, each in a fresh process: build the UNet and the reference as
-the trainer does (`apply_train_scope`, `build_reference`, `build_optimizer`), then three updates of the trainer's own
+the GPU, so nothing is downloaded. One case per row, each in a fresh process: make it the trained UNet and build its
+reference and optimizer as the trainer does (`trainable_unet`, `build_optimizer`), then three updates of the trainer's own
 `micro_batch_loss` (reference samples with `sample_num_steps`, the reference forward, the policy forward and
 backward), clipping and the optimizer step, under bf16 autocast as `train_mixed_precision: bf16` runs them. The
 peak is `torch.cuda.max_memory_allocated` over those updates (the optimizer's states exist from the first step).
@@ -62,18 +62,15 @@ def run_case(name:str, tiny:bool)->dict:
     from diffusers import DDIMScheduler, DDPMScheduler
     from seppo.core.config import load_config
     from seppo.core.data import size_ids
-    from seppo.core.trainer import Step, apply_train_scope, build_optimizer, build_reference, micro_batch_loss
+    from seppo.core.trainer import Step, build_optimizer, micro_batch_loss, trainable_unet
     cuda = torch.cuda.is_available() and not tiny
     device = torch.device("cuda" if cuda else "cpu")
     precision = "bf16" if cuda else "no"
     cfg = load_config(overrides=CASES[name] + ["train_method=seppo", "train_batch_size=1", "sample_num_steps=2"],
                       train_mixed_precision=precision)
     torch.manual_seed(0)
-    unet = build_unet(tiny, device).float()
-    apply_train_scope(unet, cfg)
-    if cfg["train_gradient_checkpointing"]: unet.enable_gradient_checkpointing()
-    unet.train()
-    ref = build_reference(unet, cfg, device)
+    unet = build_unet(tiny, device)
+    ref = trainable_unet(unet, cfg, device)
     params = [p for p in unet.parameters() if p.requires_grad]
     row = {"case": name, "trainable_params": sum(p.numel() for p in params),
            "params": sum(p.numel() for p in unet.parameters()), "device": str(device)}
@@ -115,9 +112,10 @@ def run_case(name:str, tiny:bool)->dict:
 def table(rows:list[dict])->str:
     out = ["| case | trainable parameters | peak allocated (GiB) | peak reserved (GiB) | s / update |", "|---|---:|---:|---:|---:|"]
     for r in rows:
-        if "error" in r: out.append(f"| {r['case']} | {r['trainable_params']:,} | {r['error']} | | |"); continue
+        n = "?" if r["trainable_params"] is None else f"{r['trainable_params']:,}"
+        if "error" in r: out.append(f"| {r['case']} | {n} | {r['error']} | | |"); continue
         alloc, reserved = (f"{r[k]:.1f}" if k in r else "n/a (CPU)" for k in ("peak_allocated_gib", "peak_reserved_gib"))
-        out.append(f"| {r['case']} | {r['trainable_params']:,} | {alloc} | {reserved} | {r['s_per_update']:.2f} |")
+        out.append(f"| {r['case']} | {n} | {alloc} | {reserved} | {r['s_per_update']:.2f} |")
     return "\n".join(out)
 
 
@@ -139,7 +137,7 @@ def main():
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             tail = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit code {r.returncode}"
-            rows.append({"case": name, "trainable_params": 0, "error": "failed: " + tail})
+            rows.append({"case": name, "trainable_params": None, "error": "failed: " + tail})
         else: rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     gpu = next((r["gpu"] for r in rows if "gpu" in r), "cpu-tiny")

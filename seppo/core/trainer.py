@@ -51,13 +51,13 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'PURPOSES', 'SAMPLE_SCHEDULERS', 'LORA_SIDE_OF_SCOPE', 'ACCELERATE_STATE', 'TRACKERS', 'CARD_KEYS', 'FINAL_DIR',
            'OPTIMIZERS', 'sample_key', 'sample_generators', 'per_sample_randn', 'per_sample_timesteps',
            'global_batch_indices', 'build_components', 'apply_train_scope', 'reference_kind', 'reference_dtype',
-           'build_reference', 'setup_models', 'offloaded', 'reference_context', 'video_items', 'build_video_dataset',
-           'build_dataset', 'encode_images', 'draw_latents', 'batch_latents', 'text_conditioning', 'added_conditioning',
-           'noise_target', 'denoise_errors', 'pair_inputs', 'Step', 'reference_samples', 'micro_batch_loss',
-           'update_reference_samples', 'rng_state', 'set_rng_state', 'process_state', 'set_process_state',
-           'load_trained_weights', 'is_sharded', 'check_sharding', 'full_trainable_state', 'exportable_unet',
-           'resume_point', 'load_checkpoint', 'save_checkpoint', 'log_with', 'tracker_config', 'Tracker',
-           'NonFiniteLossError', 'model_card', 'save_final', 'build_optimizer', 'train']
+           'build_reference', 'setup_models', 'trainable_unet', 'offloaded', 'reference_context', 'video_items',
+           'build_video_dataset', 'build_dataset', 'encode_images', 'draw_latents', 'batch_latents',
+           'text_conditioning', 'added_conditioning', 'noise_target', 'denoise_errors', 'pair_inputs', 'Step',
+           'reference_samples', 'micro_batch_loss', 'update_reference_samples', 'rng_state', 'set_rng_state',
+           'process_state', 'set_process_state', 'load_trained_weights', 'is_sharded', 'check_sharding',
+           'full_trainable_state', 'exportable_unet', 'resume_point', 'load_checkpoint', 'save_checkpoint', 'log_with',
+           'tracker_config', 'Tracker', 'NonFiniteLossError', 'model_card', 'save_final', 'build_optimizer', 'train']
 
 # %% ../../nbs/06_trainer.ipynb #ae3d546c
 PURPOSES = {"timestep": 0, "noise": 1, "reference": 2, "latent": 3}
@@ -158,12 +158,15 @@ def setup_models(cfg:dict, device="cpu"):
         if frozen is None: continue
         frozen.requires_grad_(False).eval().to("cpu" if cfg["train_offload"] else device)
         if frozen.dtype != frozen_dtype: frozen.to(dtype=frozen_dtype)
-    unet = comps.unet.float()
+    return comps, trainable_unet(comps.unet, cfg, device)
+
+def trainable_unet(unet, cfg:dict, device="cpu"):
+    "Make `unet` (float32) the trained model `cfg` asks for (scope, LoRA, gradient checkpointing, train mode); returns its reference (None for SFT)."
+    unet.float()
     apply_train_scope(unet, cfg)
     if cfg["train_gradient_checkpointing"]: unet.enable_gradient_checkpointing()
     unet.train()
-    ref_unet = None if cfg["train_method"] == "sft" else build_reference(unet, cfg, device)
-    return comps, ref_unet
+    return None if cfg["train_method"] == "sft" else build_reference(unet, cfg, device)
 
 # %% ../../nbs/06_trainer.ipynb #bb8f10db
 @contextmanager
